@@ -1,0 +1,135 @@
+//! The unpacker's error: what went wrong, and on which archive entry.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::image::media_type::Compression;
+
+/// Unpacking a layer failed; nothing of it was committed.
+#[derive(Debug)]
+pub struct UnpackError {
+    entry: Option<PathBuf>,
+    kind: UnpackErrorKind,
+}
+
+/// The reasons an unpack fails.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UnpackErrorKind {
+    /// Reading the blob or writing the tree failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// The blob's digest differs from the descriptor's: corrupt or tampered.
+    DigestMismatch {
+        /// The descriptor's digest.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// The blob's length differs from the descriptor's.
+    SizeMismatch {
+        /// The descriptor's size.
+        expected: u64,
+        /// Bytes actually read.
+        actual: u64,
+    },
+    /// The uncompressed tar's digest differs from the config's `diff_id`.
+    DiffIdMismatch {
+        /// The config's diff_id.
+        expected: Digest,
+        /// What the tar hashes to.
+        actual: Digest,
+    },
+    /// More uncompressed bytes than the configured cap (a decompression bomb, or a cap too small).
+    TooLarge {
+        /// The cap.
+        limit: u64,
+    },
+    /// The media type says one compression, the bytes another.
+    CompressionMismatch {
+        /// Declared by the media type.
+        declared: Compression,
+        /// Found in the magic bytes.
+        found: Compression,
+    },
+    /// The archive is malformed or an entry is refused (escape attempt, bad whiteout, …).
+    Refused(String),
+}
+
+impl UnpackError {
+    pub(crate) fn new(kind: UnpackErrorKind) -> Self {
+        Self { entry: None, kind }
+    }
+
+    pub(crate) fn refused(why: impl Into<String>) -> Self {
+        Self::new(UnpackErrorKind::Refused(why.into()))
+    }
+
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
+        Self::new(UnpackErrorKind::Io { op, source })
+    }
+
+    pub(crate) fn at(mut self, entry: &Path) -> Self {
+        if self.entry.is_none() {
+            self.entry = Some(entry.to_owned());
+        }
+        self
+    }
+
+    /// The archive entry being applied when it failed, if any.
+    pub fn entry(&self) -> Option<&Path> {
+        self.entry.as_deref()
+    }
+
+    /// What failed.
+    pub fn kind(&self) -> &UnpackErrorKind {
+        &self.kind
+    }
+
+    /// Is this a refused (hostile or malformed) archive, as opposed to an I/O or integrity failure?
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, UnpackErrorKind::Refused(_))
+    }
+}
+
+impl fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(entry) = &self.entry {
+            write!(f, "entry '{}': ", entry.display())?;
+        }
+        match &self.kind {
+            UnpackErrorKind::Io { op, source } => write!(f, "{op}: {source}"),
+            UnpackErrorKind::DigestMismatch { expected, actual } => {
+                write!(f, "blob digest mismatch: expected {expected}, got {actual}")
+            }
+            UnpackErrorKind::SizeMismatch { expected, actual } => {
+                write!(f, "blob size mismatch: expected {expected} bytes, got {actual}")
+            }
+            UnpackErrorKind::DiffIdMismatch { expected, actual } => {
+                write!(f, "diff_id mismatch: the config says {expected}, the uncompressed layer is {actual}")
+            }
+            UnpackErrorKind::TooLarge { limit } => {
+                write!(f, "uncompressed layer exceeds the limit of {limit} bytes (max_layer_bytes)")
+            }
+            UnpackErrorKind::CompressionMismatch { declared, found } => {
+                write!(f, "media type declares {declared:?} compression but the blob is {found:?}")
+            }
+            UnpackErrorKind::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for UnpackError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            UnpackErrorKind::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Secure streaming unpack of one layer blob, in one pass:
+//!
+//! ```text
+//! blob ─▶ sha256 + size check ─▶ gunzip/zstd/none ─▶ sha256 (diff_id) + byte cap ─▶ tar ─▶ Applier
+//! ```
+//!
+//! Nothing is buffered whole; the blob digest, its size and the diff_id are checked
+//! when the stream ends, and a mismatch fails the unpack. The caller unpacks into a
+//! private staging directory and commits it only on success (see `store`), so a
+//! failed or hostile layer leaves nothing behind. Unpacking is blocking work.
+
+mod decompress;
+mod entry;
+mod error;
+pub mod whiteout;
+
+use std::io::{self, Read};
+use std::path::Path;
+
+pub use self::entry::EntryStats;
+pub use self::error::{UnpackError, UnpackErrorKind};
+use crate::digest::{Digest, HashingReader, LimitExceeded};
+use crate::image::media_type::Compression;
+
+/// Default cap on the uncompressed bytes of one layer.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// How to unpack.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UnpackOptions {
+    /// Cap on the uncompressed bytes of the layer; over it the unpack fails.
+    /// Default [`DEFAULT_MAX_LAYER_BYTES`] (64 GiB).
+    pub max_layer_bytes: u64,
+    /// Create block and character device nodes (only as root). Off by default:
+    /// container runtimes provide `/dev`, and a device node in an image is a way in.
+    pub allow_devices: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        Self { max_layer_bytes: DEFAULT_MAX_LAYER_BYTES, allow_devices: false }
+    }
+}
+
+/// What the blob is supposed to be; each `Some` is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The descriptor's digest of the (compressed) blob.
+    pub digest: Option<Digest>,
+    /// The descriptor's size of the blob.
+    pub size: Option<u64>,
+    /// The config's diff_id: digest of the uncompressed tar.
+    pub diff_id: Option<Digest>,
+    /// The compression the media type declares; `None`: detect from the magic bytes.
+    pub compression: Option<Compression>,
+}
+
+/// The facts of an unpacked layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Digest of the blob as read.
+    pub digest: Digest,
+    /// Size of the blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// The compression found.
+    pub compression: Compression,
+    /// Entry counters.
+    pub stats: EntryStats,
+}
+
+/// Unpacks `blob` into `dest` (an empty directory this process made), checking
+/// everything `expected` says. On error, `dest` holds a partial tree the caller
+/// must discard; nothing outside `dest` has been touched either way.
+pub fn unpack(blob: impl Read, expected: &Expected, dest: &Path, options: &UnpackOptions) -> Result<Unpacked, UnpackError> {
+    let size_limit = expected.size.unwrap_or(u64::MAX);
+    let map_io = |op: &'static str| {
+        move |e: io::Error| match LimitExceeded::find(&e).map(|l| l.limit) {
+            Some(limit) if limit == options.max_layer_bytes => UnpackError::new(UnpackErrorKind::TooLarge { limit }),
+            Some(limit) => UnpackError::new(UnpackErrorKind::SizeMismatch { expected: limit, actual: limit + 1 }),
+            None => UnpackError::io(op, e),
+        }
+    };
+    let compressed = HashingReader::new(blob, size_limit);
+    let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
+        .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
+    let uncompressed = HashingReader::new(decoder, options.max_layer_bytes);
+    let mut archive = tar::Archive::new(uncompressed);
+    let privileges = entry::Privileges { root: crate::sys::is_root(), devices: options.allow_devices };
+    let mut applier = entry::Applier::new(dest, privileges).map_err(|e| UnpackError::io("open destination", e))?;
+    for item in archive.entries().map_err(map_io("read tar"))? {
+        let mut item = item.map_err(map_io("read tar"))?;
+        applier.apply(&mut item)?;
+    }
+    applier.finish()?;
+
+    // The diff_id covers the whole tar stream, past the end-of-archive blocks.
+    let mut uncompressed = archive.into_inner();
+    uncompressed.drain().map_err(map_io("read layer"))?;
+    let (diff_id, uncompressed_size) = (uncompressed.digest(), uncompressed.count());
+    let mut source = uncompressed.into_inner().into_source();
+    io::copy(&mut source, &mut io::sink()).map_err(map_io("read blob"))?;
+    let compressed = source.into_inner();
+    let (digest, size) = (compressed.digest(), compressed.count());
+
+    if let Some(expected_size) = expected.size {
+        if size != expected_size {
+            return Err(UnpackError::new(UnpackErrorKind::SizeMismatch { expected: expected_size, actual: size }));
+        }
+    }
+    if let Some(expected_digest) = &expected.digest {
+        if *expected_digest != digest {
+            return Err(UnpackError::new(UnpackErrorKind::DigestMismatch { expected: expected_digest.clone(), actual: digest }));
+        }
+    }
+    if let Some(expected_diff_id) = &expected.diff_id {
+        if *expected_diff_id != diff_id {
+            return Err(UnpackError::new(UnpackErrorKind::DiffIdMismatch { expected: expected_diff_id.clone(), actual: diff_id }));
+        }
+    }
+    Ok(Unpacked { digest, size, diff_id, uncompressed_size, compression, stats: applier.stats })
+}
