@@ -82,7 +82,7 @@ impl ImageRef {
             return Ok(Self::Oci { path: PathBuf::from(path), tag: tag.map(str::to_owned) });
         }
         if let Some(rest) = input.strip_prefix(DOCKER_ARCHIVE_PREFIX) {
-            let (path, name) = split_archive(rest);
+            let (path, name) = split_path_suffix(rest);
             if path.is_empty() {
                 return Err(ParseError::new(input, rest, "the archive path is empty"));
             }
@@ -133,20 +133,11 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
-/// `PATH[:TAG]`: the tag is after the last ':' when that part has no '/'.
+/// `PATH[:SUFFIX]`, split at the first ':' as skopeo does (so a path cannot hold ':',
+/// but the suffix can: `docker-archive:a.tar:localhost:5000/app:v1`).
 fn split_path_suffix(s: &str) -> (&str, Option<&str>) {
-    match s.rsplit_once(':') {
-        Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
-        _ => (s, None),
-    }
-}
-
-/// `PATH[:REPO:TAG]`: skopeo's rule; the image name may itself hold a ':' (port, tag),
-/// so split at the first ':' after the path's last '/'.
-fn split_archive(s: &str) -> (&str, Option<&str>) {
-    let after_slash = s.rfind('/').map_or(0, |i| i + 1);
-    match s[after_slash..].find(':') {
-        Some(i) => (&s[..after_slash + i], Some(&s[after_slash + i + 1..])),
+    match s.split_once(':') {
+        Some((path, suffix)) => (path, Some(suffix)),
         None => (s, None),
     }
 }
