@@ -18,3 +18,4 @@ pub mod image;
 pub mod layer;
 pub mod reference;
 pub mod sys;
+pub mod store;

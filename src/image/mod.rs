@@ -11,3 +11,4 @@ mod platform;
 pub use self::config::{ImageConfig, RootFs, RuntimeConfig};
 pub use self::manifest::{Descriptor, Document, DocumentError, Index, Manifest, ANNOTATION_REF_NAME, MAX_DOCUMENT_BYTES};
 pub use self::platform::{Platform, PlatformError};
+pub use self::media_type::Compression;

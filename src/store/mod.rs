@@ -1,0 +1,625 @@
+//! The content-addressed image store: verified documents by digest, each layer
+//! unpacked once (keyed by diff_id) and shared, and image records.
+//!
+//! ```text
+//! <root>/store/
+//! ├── blobs/sha256/<hex>              manifests and configs, exact verified bytes
+//! ├── layers/sha256/<diff_id>/        one unpacked layer: rootfs/ (overlay whiteout form) + layer.json
+//! ├── images/<sha256 of key>.json     reference → manifest digest, last use
+//! └── staging/                        in-flight work, each entry flock'ed by its owner
+//! ```
+//!
+//! Every write is staged and renamed into place (`durable`); a layer directory that
+//! exists is complete. An image record is written last, so it never points at content
+//! that is not there, except when someone deletes layers by hand: then the next use
+//! fetches them again (Mesos' missing-layer self-heal).
+
+mod sources;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use self::sources::{docker_archive::DockerArchive, oci_layout::OciLayout, Documents, Plan, PlannedLayer, Source};
+use crate::digest::Digest;
+use crate::durable::{self, Commit};
+use crate::image::{media_type, Compression, Descriptor, Document, DocumentError, ImageConfig, Manifest, Platform};
+use crate::layer::{self, UnpackError, UnpackOptions};
+use crate::reference::{DockerRef, ImageRef};
+use crate::sys::fs as sysfs;
+use crate::sys::{Context, SysError};
+
+const STORE_DIR: &str = "store";
+const BLOBS_DIR: &str = "blobs/sha256";
+const LAYERS_DIR: &str = "layers/sha256";
+const IMAGES_DIR: &str = "images";
+const STAGING_DIR: &str = "staging";
+/// Inside a layer directory: the unpacked tree.
+pub const LAYER_ROOTFS: &str = "rootfs";
+/// Inside a layer directory: its facts.
+const LAYER_META: &str = "layer.json";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file-system operation on the store failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// The image source is unusable or its content is invalid.
+    #[error("{source_name}: {why}")]
+    Source {
+        /// The source, e.g. `oci:/path`.
+        source_name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A layer failed to unpack.
+    #[error("failed to unpack layer {layer} of {image}")]
+    Unpack {
+        /// The image.
+        image: String,
+        /// The layer (digest, or position when the digest is not known in advance).
+        layer: String,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+    /// A stored document does not parse (the store was tampered with).
+    #[error("stored document {digest} is invalid")]
+    Document {
+        /// Its digest.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: DocumentError,
+    },
+    /// The image is not in the store (and the policy forbids pulling it).
+    #[error("image '{0}' is not in the store")]
+    NotFound(String),
+    /// The transport is known but not available in this build or configuration.
+    #[error("cannot fetch '{reference}': {why}")]
+    Unsupported {
+        /// The reference.
+        reference: String,
+        /// Why.
+        why: String,
+    },
+    /// A layer worker thread panicked.
+    #[error("a layer worker failed unexpectedly")]
+    Worker,
+}
+
+impl StoreError {
+    /// Is this "the image is not in the store"?
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// When to go to the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Use the stored image if complete; fetch what is missing. The default.
+    #[default]
+    Missing,
+    /// Resolve the reference again; layers already present are still reused.
+    Always,
+    /// Never fetch; fail if the image is not stored complete.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "missing" => Ok(Self::Missing),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!("unknown pull policy '{other}' (expected missing, always or never)")),
+        }
+    }
+}
+
+/// How the store behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Unpacking limits and permissions.
+    pub unpack: UnpackOptions,
+    /// The platform to pick from indexes. Default: the host's.
+    pub platform: Platform,
+    /// Like Mesos' `--docker_registry=/dir`: serve `docker://NAME[:TAG]` from
+    /// `DIR/NAME:TAG.tar` or `DIR/NAME.tar` (docker save archives). Default: none.
+    pub local_images_dir: Option<PathBuf>,
+    /// Layers of one image unpacked at once. Default 2 (gzip inflate is single-core;
+    /// parallelism comes from layers).
+    pub parallel_layers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { unpack: UnpackOptions::default(), platform: Platform::host(), local_images_dir: None, parallel_layers: 2 }
+    }
+}
+
+/// The on-disk image record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The normalized reference (the cache key).
+    pub reference: String,
+    /// The platform manifest's digest.
+    pub manifest_digest: Digest,
+    /// The index it was chosen from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
+    /// When it was pulled, seconds since the epoch.
+    pub pulled_at: u64,
+    /// When it was last pulled or used, seconds since the epoch.
+    pub last_used: u64,
+}
+
+/// A stored layer's facts (`layer.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRecord {
+    /// Digest of the uncompressed tar (the directory's key).
+    pub diff_id: Digest,
+    /// Digest of the blob it was unpacked from.
+    pub digest: Digest,
+    /// Size of that blob.
+    pub size: u64,
+    /// Its compression.
+    pub compression: Compression,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// A complete stored image, ready to provision.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The record.
+    pub record: ImageRecord,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The config.
+    pub config: ImageConfig,
+    /// The config's digest.
+    pub config_digest: Digest,
+    /// Layers, base first, with their directories.
+    pub layers: Vec<StoredLayer>,
+}
+
+/// One layer of an [`Image`].
+#[derive(Debug, Clone)]
+pub struct StoredLayer {
+    /// The layer's facts.
+    pub record: LayerRecord,
+    /// The unpacked tree (the overlay lowerdir).
+    pub rootfs: PathBuf,
+}
+
+/// The store. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path, options: StoreOptions) -> Result<Self> {
+        let dir = root.join(STORE_DIR);
+        for sub in [BLOBS_DIR, LAYERS_DIR, IMAGES_DIR, STAGING_DIR] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).context("create", &path)?;
+        }
+        Ok(Self { dir, options })
+    }
+
+    /// The store's directory (`<root>/store`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// The directory of the layer with this diff_id (whether or not it exists).
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join(LAYERS_DIR).join(diff_id.hex())
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(BLOBS_DIR).join(digest.hex())
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.dir.join(IMAGES_DIR).join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+    }
+
+    /// Makes sure the image is in the store, complete, following `policy`; returns it.
+    /// Concurrent pulls of the same content in several processes are safe: the first
+    /// commit of a layer wins and the others discard their copy.
+    pub fn pull(&self, reference: &ImageRef, policy: PullPolicy) -> Result<Image> {
+        let key = reference.cache_key();
+        if policy != PullPolicy::Always {
+            if let Some(image) = self.cached(&key)? {
+                if image.layers.iter().all(|l| l.rootfs.is_dir()) {
+                    self.touch(&image.record)?;
+                    return Ok(image);
+                }
+                tracing::warn!(image = %key, "stored image has missing layers; fetching them again");
+            }
+            if policy == PullPolicy::Never {
+                return Err(StoreError::NotFound(key));
+            }
+        }
+        let source = self.source_for(reference)?;
+        self.fetch(&key, source.as_ref())
+    }
+
+    /// The stored image for `reference`, if recorded (layers not checked).
+    pub fn get(&self, reference: &ImageRef) -> Result<Option<Image>> {
+        self.cached(&reference.cache_key())
+    }
+
+    /// Every image record, sorted by reference.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.dir.join(IMAGES_DIR);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).context("read", &dir)? {
+            let path = entry.context("read", &dir)?.path();
+            if path.extension() != Some(OsStr::new("json")) {
+                continue;
+            }
+            match read_json::<ImageRecord>(&path) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record"),
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Forgets an image; its layers stay until garbage collection. `Ok(false)` if unknown.
+    pub fn remove(&self, reference: &ImageRef) -> Result<bool> {
+        let path = self.record_path(&reference.cache_key());
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(SysError::new("remove", &path, e).into()),
+        }
+        let dir = self.dir.join(IMAGES_DIR);
+        let fd = sysfs::open_dir(&dir).context("open", &dir)?;
+        sysfs::fsync(fd.as_fd()).context("fsync", &dir)?;
+        Ok(true)
+    }
+
+    /// Removes staging entries left by dead processes (their flock is free).
+    /// Returns how many were removed.
+    pub fn clear_staging(&self) -> Result<usize> {
+        let staging = self.dir.join(STAGING_DIR);
+        let fd = sysfs::open_dir(&staging).context("open", &staging)?;
+        let mut removed = 0;
+        for name in sysfs::list_dir(fd.as_fd()).context("list", &staging)? {
+            let name = OsStr::new(name.to_str().unwrap_or_default());
+            if name.is_empty() {
+                continue;
+            }
+            let path = staging.join(name);
+            // Directories are flock'ed by their owner; loose files are temp files of a
+            // dead or finished writer (durable::write_file removes its own on error).
+            if path.is_dir() {
+                let Ok(entry) = sysfs::open_dir(&path) else { continue };
+                if !sysfs::try_lock_exclusive(entry.as_fd()).context("flock", &path)? {
+                    continue;
+                }
+            }
+            sysfs::remove_all_at(fd.as_fd(), name).context("remove", &path)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn source_for(&self, reference: &ImageRef) -> Result<Box<dyn Source>> {
+        match reference {
+            ImageRef::Oci { path, tag } => Ok(Box::new(OciLayout::new(path, tag.as_deref(), &self.options.platform))),
+            ImageRef::DockerArchive { path, name } => Ok(Box::new(DockerArchive::new(path, name.clone()))),
+            ImageRef::Docker(name) => match &self.options.local_images_dir {
+                Some(dir) => Ok(Box::new(DockerArchive::new(&local_archive_path(dir, name)?, Some(name.clone())))),
+                None => Err(StoreError::Unsupported {
+                    reference: name.to_string(),
+                    why: "registry pulls are not available yet; use oci:, docker-archive:, or set local_images_dir".into(),
+                }),
+            },
+        }
+    }
+
+    fn cached(&self, key: &str) -> Result<Option<Image>> {
+        let Some(record) = read_json::<ImageRecord>(&self.record_path(key))? else { return Ok(None) };
+        if record.reference != key {
+            return Ok(None); // a hash collision of keys is not a hit
+        }
+        let manifest_bytes = self.read_blob(&record.manifest_digest)?;
+        let manifest = match Document::parse(&manifest_bytes, None)
+            .map_err(|source| StoreError::Document { digest: record.manifest_digest.clone(), source })?
+        {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(StoreError::Document {
+                    digest: record.manifest_digest.clone(),
+                    source: DocumentError::Inconsistent("image record points at an index".into()),
+                })
+            }
+        };
+        let config_bytes = self.read_blob(&manifest.config.digest)?;
+        let config = ImageConfig::parse(&config_bytes)
+            .map_err(|source| StoreError::Document { digest: manifest.config.digest.clone(), source })?;
+        let layers = manifest
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(desc, diff_id)| StoredLayer {
+                record: LayerRecord {
+                    diff_id: diff_id.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    compression: Compression::of_layer_media_type(&desc.media_type).unwrap_or(Compression::None),
+                    uncompressed_size: self.layer_record(diff_id).map_or(0, |r| r.uncompressed_size),
+                },
+                rootfs: self.layer_dir(diff_id).join(LAYER_ROOTFS),
+            })
+            .collect();
+        Ok(Some(Image { record, config_digest: manifest.config.digest.clone(), manifest, config, layers }))
+    }
+
+    fn layer_record(&self, diff_id: &Digest) -> Option<LayerRecord> {
+        read_json(&self.layer_dir(diff_id).join(LAYER_META)).ok().flatten()
+    }
+
+    /// Reads a stored blob and checks it still hashes to its name.
+    fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = std::fs::read(&path).context("read", &path)?;
+        if Digest::of_bytes(&bytes) != *digest {
+            return Err(StoreError::Source {
+                source_name: "store".into(),
+                why: format!("stored blob {digest} is corrupt"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of_bytes(bytes);
+        if !self.blob_path(&digest).exists() {
+            durable::write_file(&self.dir.join(STAGING_DIR), &self.dir.join(BLOBS_DIR), digest.hex(), bytes)?;
+        }
+        Ok(digest)
+    }
+
+    fn touch(&self, record: &ImageRecord) -> Result<()> {
+        let record = ImageRecord { last_used: now(), ..record.clone() };
+        self.write_record(&record)
+    }
+
+    fn write_record(&self, record: &ImageRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Source {
+            source_name: "store".into(),
+            why: format!("cannot encode image record: {e}"),
+        })?;
+        let path = self.record_path(&record.reference);
+        let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default().to_owned();
+        durable::write_file(&self.dir.join(STAGING_DIR), &self.dir.join(IMAGES_DIR), &name, &bytes)?;
+        Ok(())
+    }
+
+    fn fetch(&self, key: &str, source: &dyn Source) -> Result<Image> {
+        let plan = source.resolve()?;
+        let unpacked = self.fetch_layers(key, source, &plan)?;
+        let (manifest_bytes, index_digest) = match &plan.documents {
+            Documents::Verbatim { manifest_bytes, config_bytes, index_digest, .. } => {
+                self.write_blob(config_bytes)?;
+                (manifest_bytes.clone(), index_digest.clone())
+            }
+            Documents::Synthesized { config_bytes, legacy_config } => {
+                let config_bytes = match (config_bytes, legacy_config) {
+                    (Some(bytes), _) => bytes.clone(),
+                    (None, Some(legacy)) => legacy_to_config(legacy, &unpacked),
+                    (None, None) => {
+                        return Err(StoreError::Source { source_name: source.describe(), why: "no image config".into() })
+                    }
+                };
+                let config_digest = self.write_blob(&config_bytes)?;
+                (synthesize_manifest(&config_digest, config_bytes.len() as u64, &unpacked), None)
+            }
+        };
+        let manifest_digest = self.write_blob(&manifest_bytes)?;
+        let now = now();
+        let record = ImageRecord { reference: key.to_owned(), manifest_digest, index_digest, pulled_at: now, last_used: now };
+        self.write_record(&record)?;
+        tracing::info!(image = %key, manifest = %record.manifest_digest, layers = unpacked.len(), "image stored");
+        self.cached(key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+    }
+
+    /// Unpacks every layer not already present, `parallel_layers` at a time, and
+    /// returns the facts of all of them in order.
+    fn fetch_layers(&self, key: &str, source: &dyn Source, plan: &Plan) -> Result<Vec<LayerRecord>> {
+        let mut results: Vec<Option<LayerRecord>> = plan
+            .layers
+            .iter()
+            .map(|l| l.expected.diff_id.as_ref().and_then(|d| self.layer_record(d)))
+            .collect();
+        let todo: Vec<usize> = (0..plan.layers.len()).filter(|&i| results[i].is_none()).collect();
+        let workers = self.options.parallel_layers.clamp(1, 16).min(todo.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        loop {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Some(&i) = todo.get(n) else { return Ok(()) };
+                            let record = self.fetch_layer(key, source, i, &plan.layers[i])?;
+                            done.lock().map_err(|_| StoreError::Worker)?.push((i, record));
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().map_err(|_| StoreError::Worker)??;
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        for (i, record) in done.into_inner().map_err(|_| StoreError::Worker)? {
+            results[i] = Some(record);
+        }
+        results.into_iter().map(|r| r.ok_or(StoreError::Worker)).collect()
+    }
+
+    fn fetch_layer(&self, key: &str, source: &dyn Source, index: usize, layer: &PlannedLayer) -> Result<LayerRecord> {
+        let label = layer
+            .expected
+            .digest
+            .as_ref()
+            .map_or_else(|| format!("#{}", index + 1), ToString::to_string);
+        let staging = Staging::create(&self.dir.join(STAGING_DIR))?;
+        let rootfs = staging.path.join(LAYER_ROOTFS);
+        std::fs::create_dir(&rootfs).context("create", &rootfs)?;
+        let blob = source.open_layer(index, layer)?;
+        let started = std::time::Instant::now();
+        let unpacked = layer::unpack(blob, &layer.expected, &rootfs, &self.options.unpack)
+            .map_err(|source| StoreError::Unpack { image: key.to_owned(), layer: label.clone(), source })?;
+        let record = LayerRecord {
+            diff_id: unpacked.diff_id.clone(),
+            digest: unpacked.digest.clone(),
+            size: unpacked.size,
+            compression: unpacked.compression,
+            uncompressed_size: unpacked.uncompressed_size,
+        };
+        let meta = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Source {
+            source_name: "store".into(),
+            why: format!("cannot encode layer record: {e}"),
+        })?;
+        let meta_path = staging.path.join(LAYER_META);
+        std::fs::write(&meta_path, meta).context("write", &meta_path)?;
+        match durable::commit_dir(&staging.path, &self.dir.join(LAYERS_DIR), record.diff_id.hex())? {
+            Commit::Done => tracing::info!(
+                layer = %record.diff_id,
+                bytes = record.uncompressed_size,
+                entries = unpacked.stats.entries,
+                ms = started.elapsed().as_millis() as u64,
+                "layer unpacked"
+            ),
+            Commit::AlreadyPresent => tracing::debug!(layer = %record.diff_id, "layer committed by another writer"),
+        }
+        Ok(record)
+    }
+}
+
+/// A private staging directory, flock'ed while alive and removed on drop (whether
+/// its content was committed away or not).
+struct Staging {
+    path: PathBuf,
+    parent: OwnedFd,
+    _lock: OwnedFd,
+}
+
+impl Staging {
+    fn create(staging_root: &Path) -> Result<Self> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = staging_root.join(&name);
+        std::fs::create_dir(&path).context("create", &path)?;
+        let lock = sysfs::open_dir(&path).context("open", &path)?;
+        sysfs::lock_exclusive(lock.as_fd()).context("flock", &path)?;
+        let parent = sysfs::open_dir(staging_root).context("open", staging_root)?;
+        Ok(Self { path, parent, _lock: lock })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(name) = self.path.file_name() {
+            if let Err(e) = sysfs::remove_all_at(self.parent.as_fd(), name) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove staging directory");
+            }
+        }
+    }
+}
+
+/// `DIR/NAME:TAG.tar`, then `DIR/NAME.tar`, with NAME docker's short form.
+fn local_archive_path(dir: &Path, name: &DockerRef) -> Result<PathBuf> {
+    let familiar = name.familiar_name();
+    let mut candidates = Vec::new();
+    if let Some(tag) = name.tag() {
+        candidates.push(dir.join(format!("{familiar}:{tag}.tar")));
+    }
+    candidates.push(dir.join(format!("{familiar}.tar")));
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| StoreError::Source {
+        source_name: format!("local image directory {}", dir.display()),
+        why: format!(
+            "no archive for '{name}' (looked for {})",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+fn synthesize_manifest(config_digest: &Digest, config_size: u64, layers: &[LayerRecord]) -> Vec<u8> {
+    let descriptor = |media_type: &str, digest: &Digest, size: u64| Descriptor {
+        media_type: media_type.to_owned(),
+        digest: digest.clone(),
+        size,
+        platform: None,
+        annotations: Default::default(),
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": descriptor(media_type::OCI_CONFIG, config_digest, config_size),
+        "layers": layers.iter().map(|l| descriptor(l.compression.oci_layer_media_type(), &l.digest, l.size)).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}
+
+/// Builds an OCI config from a legacy `<id>/json` and the diff_ids found by unpacking.
+fn legacy_to_config(legacy: &serde_json::Value, layers: &[LayerRecord]) -> Vec<u8> {
+    let field = |k: &str| legacy.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let runtime = match legacy.get("config") {
+        Some(c) if !c.is_null() => c.clone(),
+        _ => field("container_config"),
+    };
+    let config = serde_json::json!({
+        "architecture": legacy.get("architecture").and_then(|v| v.as_str()).unwrap_or("amd64"),
+        "os": legacy.get("os").and_then(|v| v.as_str()).unwrap_or("linux"),
+        "created": field("created"),
+        "author": field("author"),
+        "config": runtime,
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
+    });
+    serde_json::to_vec(&config).unwrap_or_default()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Source {
+            source_name: "store".into(),
+            why: format!("{} is corrupt: {e}", path.display()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SysError::new("read", path, e).into()),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
