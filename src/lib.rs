@@ -12,6 +12,7 @@
 //!
 //! The library never prints and never exits; the `strata` binary does.
 
+pub mod config;
 pub mod digest;
 pub mod durable;
 pub mod image;

@@ -99,7 +99,7 @@ impl Document {
     /// descriptor's `mediaType` or an HTTP `Content-Type`); the document's own
     /// `mediaType`, when present, must agree with it and with its shape.
     pub fn parse(bytes: &[u8], declared: Option<&str>) -> Result<Self, DocumentError> {
-        if declared.is_some_and(|d| d.contains("manifest.v1")) {
+        if declared.is_some_and(|d| d.starts_with(media_type::DOCKER_SCHEMA1_PREFIX)) {
             return Err(DocumentError::Schema1);
         }
         let raw: RawDocument =

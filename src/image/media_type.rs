@@ -82,3 +82,6 @@ pub fn is_index(media_type: &str) -> bool {
 pub fn is_config(media_type: &str) -> bool {
     matches!(media_type, OCI_CONFIG | DOCKER_CONFIG)
 }
+
+/// Docker schema 1 manifests (`…manifest.v1+json`, `…v1+prettyjws`), not supported.
+pub const DOCKER_SCHEMA1_PREFIX: &str = "application/vnd.docker.distribution.manifest.v1";

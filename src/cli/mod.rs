@@ -1,0 +1,198 @@
+//! Argument parsing (clap) and dispatch. The contract is `CLI.md`: names there are
+//! never renamed.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use strata::config::Config;
+use strata::image::Platform;
+use strata::store::{PullPolicy, Store, StoreOptions};
+
+/// Turns image references into container root filesystems.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes, before or after the command name.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// State directory [default: /var/lib/strata as root, else $XDG_DATA_HOME/strata]
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// TOML config file; flags override it
+    #[arg(long, global = true, env = "STRATA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Talk to a running `strata serve` at PATH
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Machine-readable output: one JSON document on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less logging on stderr
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+/// Options of commands that fetch images.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct PullArgs {
+    /// Platform to pick from an index: OS/ARCH[/VARIANT] [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// Pull policy: missing, always or never
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: PullPolicy,
+    /// Cap on the uncompressed bytes of one layer [default: 64 GiB]
+    #[arg(long, env = "STRATA_MAX_LAYER_BYTES", value_name = "N")]
+    max_layer_bytes: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch an image into the store; prints its manifest digest
+    Pull {
+        /// Image reference (docker://, oci:, docker-archive:, or a bare name)
+        reference: String,
+        #[command(flatten)]
+        args: PullArgs,
+    },
+    /// List stored images
+    Images,
+    /// Show an image's digest, platform, layers and run config
+    Inspect {
+        /// Image reference
+        reference: String,
+    },
+    /// Forget an image (its layers go at the next gc)
+    Rmi {
+        /// Image reference
+        reference: String,
+    },
+    /// Clear half-made work left by crashed processes
+    Recover,
+    /// Print version and build information
+    Version,
+}
+
+/// Everything a command needs, built once from flags, environment and config file.
+pub(crate) struct Context {
+    pub(crate) json: bool,
+    root: PathBuf,
+    config: Config,
+}
+
+impl Context {
+    /// Opens the store, with per-call overrides from `args`.
+    pub(crate) fn store(&self, args: Option<&PullArgs>) -> Result<Store> {
+        let mut options = StoreOptions::default();
+        if let Some(p) = &self.config.platform {
+            options.platform = p.parse().context("config file: platform")?;
+        }
+        options.local_images_dir.clone_from(&self.config.local_images_dir);
+        if let Some(n) = self.config.parallel_layers {
+            options.parallel_layers = n;
+        }
+        if let Some(n) = self.config.limits.max_layer_bytes {
+            options.unpack.max_layer_bytes = n;
+        }
+        if let Some(d) = self.config.unpack.allow_devices {
+            options.unpack.allow_devices = d;
+        }
+        if let Some(args) = args {
+            if let Some(p) = &args.platform {
+                options.platform = p.clone();
+            }
+            if let Some(n) = args.max_layer_bytes {
+                options.unpack.max_layer_bytes = n;
+            }
+        }
+        Store::open(&self.root, options).with_context(|| format!("cannot open the store under {}", self.root.display()))
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            #[allow(clippy::print_stderr)] // the binary reports its own failure
+            {
+                eprintln!("strata: error: {}", dedup_chain(&chain).join(": "));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Drops a cause whose text its parent already quotes (thiserror's `transparent`).
+fn dedup_chain(chain: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for msg in chain {
+        if out.last().is_some_and(|prev| prev.ends_with(msg.as_str())) {
+            continue;
+        }
+        out.push(msg.clone());
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(socket) = &cli.global.socket {
+        anyhow::bail!("cannot use --socket {}: the node daemon (strata serve) is not available yet", socket.display());
+    }
+    let config = match &cli.global.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let root = cli.global.root.clone().or_else(|| config.root.clone()).unwrap_or_else(default_root);
+    let ctx = Context { json: cli.global.json, root, config };
+    match cli.command {
+        Command::Pull { reference, args } => commands::pull(&ctx, &reference, &args),
+        Command::Images => commands::images(&ctx),
+        Command::Inspect { reference } => commands::inspect(&ctx, &reference),
+        Command::Rmi { reference } => commands::rmi(&ctx, &reference),
+        Command::Recover => commands::recover(&ctx),
+        Command::Version => commands::version(&ctx),
+    }
+}
+
+/// `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata` (or `~/.local/share/strata`).
+fn default_root() -> PathBuf {
+    if strata::sys::is_root() {
+        return PathBuf::from("/var/lib/strata");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("strata");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/strata")
+}
+
+fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strata={level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+}

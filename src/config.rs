@@ -1,0 +1,90 @@
+//! The TOML configuration file (`--config`, env `STRATA_CONFIG`). Every key is
+//! optional; command-line flags override it.
+//!
+//! ```toml
+//! root = "/var/lib/strata"          # state directory
+//! platform = "linux/amd64"          # default: the host's
+//! local_images_dir = "/srv/images"  # docker:// names served from DIR/NAME[:TAG].tar
+//! parallel_layers = 2               # layers of one image unpacked at once
+//!
+//! [limits]
+//! max_layer_bytes = 68719476736     # 64 GiB: cap on one layer's uncompressed bytes
+//!
+//! [unpack]
+//! allow_devices = false             # create device nodes from layers (root only)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The parsed configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// State directory. Default: `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata`.
+    pub root: Option<PathBuf>,
+    /// Platform to pick from indexes, `OS/ARCH[/VARIANT]`. Default: the host's.
+    pub platform: Option<String>,
+    /// Directory of `docker save` archives that serves `docker://` names. Default: none.
+    pub local_images_dir: Option<PathBuf>,
+    /// Layers of one image unpacked at once. Default: 2.
+    pub parallel_layers: Option<usize>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Unpacking permissions.
+    #[serde(default)]
+    pub unpack: Unpack,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Cap on one layer's uncompressed bytes. Default: 64 GiB.
+    pub max_layer_bytes: Option<u64>,
+}
+
+/// `[unpack]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Unpack {
+    /// Create block/char device nodes found in layers (as root only). Default: false.
+    pub allow_devices: Option<bool>,
+}
+
+/// The configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {}: {why}", path.display())]
+pub struct ConfigError {
+    path: PathBuf,
+    why: String,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key_and_refuses_unknown() {
+        let c: Config = toml::from_str(
+            "root='/r'\nplatform='linux/arm64'\nlocal_images_dir='/i'\nparallel_layers=3\n[limits]\nmax_layer_bytes=10\n[unpack]\nallow_devices=true\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_layer_bytes, Some(10));
+        assert_eq!(c.unpack.allow_devices, Some(true));
+        assert!(toml::from_str::<Config>("bogus=1").is_err());
+    }
+}
