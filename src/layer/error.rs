@@ -71,8 +71,25 @@ impl UnpackError {
         Self::new(UnpackErrorKind::Refused(why.into()))
     }
 
+    /// An I/O failure; a cap crossed in a [`crate::digest::HashingReader`] becomes
+    /// [`UnpackErrorKind::TooLarge`] (the caller turns it into a size mismatch when the
+    /// cap was the descriptor's size).
     pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
-        Self::new(UnpackErrorKind::Io { op, source })
+        match crate::digest::LimitExceeded::find(&source) {
+            Some(hit) => Self::new(UnpackErrorKind::TooLarge { limit: hit.limit }),
+            None => Self::new(UnpackErrorKind::Io { op, source }),
+        }
+    }
+
+    /// Reinterprets a cap hit at `blob_size` as the blob being longer than declared.
+    pub(crate) fn blob_overrun(self, blob_size: Option<u64>, max_layer_bytes: u64) -> Self {
+        match (&self.kind, blob_size) {
+            (UnpackErrorKind::TooLarge { limit }, Some(size)) if *limit == size && size != max_layer_bytes => Self {
+                entry: self.entry,
+                kind: UnpackErrorKind::SizeMismatch { expected: size, actual: size + 1 },
+            },
+            _ => self,
+        }
     }
 
     pub(crate) fn at(mut self, entry: &Path) -> Self {

@@ -19,7 +19,7 @@ use std::path::Path;
 
 pub use self::entry::EntryStats;
 pub use self::error::{UnpackError, UnpackErrorKind};
-use crate::digest::{Digest, HashingReader, LimitExceeded};
+use crate::digest::{Digest, HashingReader};
 use crate::image::media_type::Compression;
 
 /// Default cap on the uncompressed bytes of one layer.
@@ -40,6 +40,22 @@ pub struct UnpackOptions {
 impl Default for UnpackOptions {
     fn default() -> Self {
         Self { max_layer_bytes: DEFAULT_MAX_LAYER_BYTES, allow_devices: false }
+    }
+}
+
+impl UnpackOptions {
+    /// Sets the cap on uncompressed bytes.
+    #[must_use]
+    pub fn with_max_layer_bytes(mut self, max: u64) -> Self {
+        self.max_layer_bytes = max;
+        self
+    }
+
+    /// Allows device nodes (effective only as root).
+    #[must_use]
+    pub fn with_devices(mut self, allow: bool) -> Self {
+        self.allow_devices = allow;
+        self
     }
 }
 
@@ -77,14 +93,12 @@ pub struct Unpacked {
 /// everything `expected` says. On error, `dest` holds a partial tree the caller
 /// must discard; nothing outside `dest` has been touched either way.
 pub fn unpack(blob: impl Read, expected: &Expected, dest: &Path, options: &UnpackOptions) -> Result<Unpacked, UnpackError> {
+    unpack_stream(blob, expected, dest, options).map_err(|e| e.blob_overrun(expected.size, options.max_layer_bytes))
+}
+
+fn unpack_stream(blob: impl Read, expected: &Expected, dest: &Path, options: &UnpackOptions) -> Result<Unpacked, UnpackError> {
     let size_limit = expected.size.unwrap_or(u64::MAX);
-    let map_io = |op: &'static str| {
-        move |e: io::Error| match LimitExceeded::find(&e).map(|l| l.limit) {
-            Some(limit) if limit == options.max_layer_bytes => UnpackError::new(UnpackErrorKind::TooLarge { limit }),
-            Some(limit) => UnpackError::new(UnpackErrorKind::SizeMismatch { expected: limit, actual: limit + 1 }),
-            None => UnpackError::io(op, e),
-        }
-    };
+    let map_io = |op: &'static str| move |e: io::Error| UnpackError::io(op, e);
     let compressed = HashingReader::new(blob, size_limit);
     let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
         .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
