@@ -68,8 +68,14 @@ pub struct ConfigError {
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
     }
 }
 

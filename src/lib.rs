@@ -18,5 +18,5 @@ pub mod durable;
 pub mod image;
 pub mod layer;
 pub mod reference;
-pub mod sys;
 pub mod store;
+pub mod sys;

@@ -14,7 +14,9 @@ fn parse(reference: &str) -> Result<ImageRef> {
 pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(Some(args))?;
-    let image = store.pull(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
+    let image = store
+        .pull(&image_ref, args.pull)
+        .with_context(|| format!("failed to pull {image_ref}"))?;
     if ctx.json {
         print_json(&output::ImageSummary::new(&image))
     } else {
@@ -26,11 +28,15 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
     let store = ctx.store(None)?;
     let mut summaries = Vec::new();
     for record in store.images()? {
-        let Ok(image_ref) = ImageRef::parse(&record.reference) else { continue };
+        let Ok(image_ref) = ImageRef::parse(&record.reference) else {
+            continue;
+        };
         match store.get(&image_ref) {
             Ok(Some(image)) => summaries.push(output::ImageSummary::new(&image)),
             Ok(None) => {}
-            Err(e) => tracing::warn!(image = %record.reference, error = %e, "skipping unreadable image"),
+            Err(e) => {
+                tracing::warn!(image = %record.reference, error = %e, "skipping unreadable image")
+            }
         }
     }
     if ctx.json {
@@ -43,7 +49,9 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
 pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(None)?;
-    let image = store.pull(&image_ref, PullPolicy::Never).with_context(|| format!("cannot inspect {image_ref}"))?;
+    let image = store
+        .pull(&image_ref, PullPolicy::Never)
+        .with_context(|| format!("cannot inspect {image_ref}"))?;
     let details = output::ImageDetails::new(&image);
     if ctx.json {
         print_json(&details)
@@ -78,8 +86,14 @@ pub(crate) fn recover(ctx: &Context) -> Result<()> {
 pub(crate) fn version(ctx: &Context) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     if ctx.json {
-        print_json(&serde_json::json!({ "version": version, "target": std::env::consts::ARCH, "os": std::env::consts::OS }))
+        print_json(
+            &serde_json::json!({ "version": version, "target": std::env::consts::ARCH, "os": std::env::consts::OS }),
+        )
     } else {
-        print_line(&format!("strata {version} ({}-{})", std::env::consts::ARCH, std::env::consts::OS))
+        print_line(&format!(
+            "strata {version} ({}-{})",
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        ))
     }
 }

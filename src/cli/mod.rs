@@ -101,7 +101,9 @@ impl Context {
         if let Some(p) = &self.config.platform {
             options.platform = p.parse().context("config file: platform")?;
         }
-        options.local_images_dir.clone_from(&self.config.local_images_dir);
+        options
+            .local_images_dir
+            .clone_from(&self.config.local_images_dir);
         if let Some(n) = self.config.parallel_layers {
             options.parallel_layers = n;
         }
@@ -119,7 +121,8 @@ impl Context {
                 options.unpack.max_layer_bytes = n;
             }
         }
-        Store::open(&self.root, options).with_context(|| format!("cannot open the store under {}", self.root.display()))
+        Store::open(&self.root, options)
+            .with_context(|| format!("cannot open the store under {}", self.root.display()))
     }
 }
 
@@ -154,14 +157,26 @@ fn dedup_chain(chain: &[String]) -> Vec<String> {
 
 fn run(cli: Cli) -> Result<()> {
     if let Some(socket) = &cli.global.socket {
-        anyhow::bail!("cannot use --socket {}: the node daemon (strata serve) is not available yet", socket.display());
+        anyhow::bail!(
+            "cannot use --socket {}: the node daemon (strata serve) is not available yet",
+            socket.display()
+        );
     }
     let config = match &cli.global.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let root = cli.global.root.clone().or_else(|| config.root.clone()).unwrap_or_else(default_root);
-    let ctx = Context { json: cli.global.json, root, config };
+    let root = cli
+        .global
+        .root
+        .clone()
+        .or_else(|| config.root.clone())
+        .unwrap_or_else(default_root);
+    let ctx = Context {
+        json: cli.global.json,
+        root,
+        config,
+    };
     match cli.command {
         Command::Pull { reference, args } => commands::pull(&ctx, &reference, &args),
         Command::Images => commands::images(&ctx),
@@ -194,5 +209,10 @@ fn init_logging(global: &Global) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strata={level}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }

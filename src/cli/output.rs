@@ -67,7 +67,14 @@ struct LayerDetails {
 
 impl ImageDetails {
     pub(crate) fn new(image: &Image) -> Self {
-        let RuntimeConfig { entrypoint, cmd, env, working_dir, user, .. } = image.config.config.clone();
+        let RuntimeConfig {
+            entrypoint,
+            cmd,
+            env,
+            working_dir,
+            user,
+            ..
+        } = image.config.config.clone();
         Self {
             reference: image.record.reference.clone(),
             digest: image.record.manifest_digest.to_string(),
@@ -116,12 +123,28 @@ pub(crate) fn print_line(line: &str) -> Result<()> {
 }
 
 pub(crate) fn print_images_table(images: &[ImageSummary]) -> Result<()> {
-    let width = images.iter().map(|i| i.reference.len()).max().unwrap_or(0).max("REFERENCE".len());
+    let width = images
+        .iter()
+        .map(|i| i.reference.len())
+        .max()
+        .unwrap_or(0)
+        .max("REFERENCE".len());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<width$}  {:<19}  {:<12}  {:>6}  {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE")?;
+    writeln!(
+        out,
+        "{:<width$}  {:<19}  {:<12}  {:>6}  {:>10}",
+        "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE"
+    )?;
     for i in images {
         let short = i.digest.get(..19).unwrap_or(&i.digest);
-        writeln!(out, "{:<width$}  {short:<19}  {:<12}  {:>6}  {:>10}", i.reference, i.platform, i.layers, human_bytes(i.size))?;
+        writeln!(
+            out,
+            "{:<width$}  {short:<19}  {:<12}  {:>6}  {:>10}",
+            i.reference,
+            i.platform,
+            i.layers,
+            human_bytes(i.size)
+        )?;
     }
     Ok(())
 }
@@ -148,7 +171,14 @@ pub(crate) fn print_details(d: &ImageDetails) -> Result<()> {
     }
     writeln!(out, "Layers:")?;
     for l in &d.layers {
-        writeln!(out, "  {}  {:>10}  {:>10} unpacked  {}", l.digest, human_bytes(l.size), human_bytes(l.uncompressed_size), l.compression)?;
+        writeln!(
+            out,
+            "  {}  {:>10}  {:>10} unpacked  {}",
+            l.digest,
+            human_bytes(l.size),
+            human_bytes(l.uncompressed_size),
+            l.compression
+        )?;
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ pub mod media_type;
 mod platform;
 
 pub use self::config::{ImageConfig, RootFs, RuntimeConfig};
-pub use self::manifest::{Descriptor, Document, DocumentError, Index, Manifest, ANNOTATION_REF_NAME, MAX_DOCUMENT_BYTES};
-pub use self::platform::{Platform, PlatformError};
+pub use self::manifest::{
+    Descriptor, Document, DocumentError, Index, Manifest, ANNOTATION_REF_NAME, MAX_DOCUMENT_BYTES,
+};
 pub use self::media_type::Compression;
+pub use self::platform::{Platform, PlatformError};

@@ -23,6 +23,7 @@ pub(crate) fn sniff(head: &[u8]) -> Compression {
 
 /// A decoder over a buffered source; gives the source back so that trailing bytes can be
 /// read (and hashed) after the tar ends.
+#[allow(clippy::large_enum_variant)] // one per layer, on the stack of one thread: boxing buys nothing
 pub(crate) enum Decoder<R: Read> {
     Plain(BufReader<R>),
     Gzip(flate2::bufread::MultiGzDecoder<BufReader<R>>),
@@ -33,7 +34,10 @@ impl<R: Read> Decoder<R> {
     /// Peeks at the stream and builds the decoder. `declared` is what the media type
     /// says (`None`: trust the magic bytes, as for `docker save` archives). Returns the
     /// compression actually found.
-    pub(crate) fn new(inner: R, declared: Option<Compression>) -> Result<(Self, Compression), (Compression, Compression)> {
+    pub(crate) fn new(
+        inner: R,
+        declared: Option<Compression>,
+    ) -> Result<(Self, Compression), (Compression, Compression)> {
         let mut buf = BufReader::with_capacity(256 * 1024, inner);
         let found = match buf.fill_buf() {
             Ok(head) => sniff(head),
@@ -50,8 +54,10 @@ impl<R: Read> Decoder<R> {
             Compression::None => Self::Plain(buf),
             Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buf)),
             Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::with_buffer(buf).map_err(|_| (compression, found))?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|_| (compression, found))?;
+                let mut d = zstd::stream::read::Decoder::with_buffer(buf)
+                    .map_err(|_| (compression, found))?;
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(|_| (compression, found))?;
                 Self::Zstd(d)
             }
         };

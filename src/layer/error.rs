@@ -10,6 +10,11 @@ use crate::image::media_type::Compression;
 /// Unpacking a layer failed; nothing of it was committed.
 #[derive(Debug)]
 pub struct UnpackError {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     entry: Option<PathBuf>,
     kind: UnpackErrorKind,
 }
@@ -64,7 +69,9 @@ pub enum UnpackErrorKind {
 
 impl UnpackError {
     pub(crate) fn new(kind: UnpackErrorKind) -> Self {
-        Self { entry: None, kind }
+        Self {
+            inner: Box::new(Inner { entry: None, kind }),
+        }
     }
 
     pub(crate) fn refused(why: impl Into<String>) -> Self {
@@ -83,59 +90,77 @@ impl UnpackError {
 
     /// Reinterprets a cap hit at `blob_size` as the blob being longer than declared.
     pub(crate) fn blob_overrun(self, blob_size: Option<u64>, max_layer_bytes: u64) -> Self {
-        match (&self.kind, blob_size) {
-            (UnpackErrorKind::TooLarge { limit }, Some(size)) if *limit == size && size != max_layer_bytes => Self {
-                entry: self.entry,
-                kind: UnpackErrorKind::SizeMismatch { expected: size, actual: size + 1 },
-            },
+        match (&self.inner.kind, blob_size) {
+            (UnpackErrorKind::TooLarge { limit }, Some(size))
+                if *limit == size && size != max_layer_bytes =>
+            {
+                Self {
+                    inner: Box::new(Inner {
+                        entry: self.inner.entry,
+                        kind: UnpackErrorKind::SizeMismatch {
+                            expected: size,
+                            actual: size + 1,
+                        },
+                    }),
+                }
+            }
             _ => self,
         }
     }
 
     pub(crate) fn at(mut self, entry: &Path) -> Self {
-        if self.entry.is_none() {
-            self.entry = Some(entry.to_owned());
+        if self.inner.entry.is_none() {
+            self.inner.entry = Some(entry.to_owned());
         }
         self
     }
 
     /// The archive entry being applied when it failed, if any.
     pub fn entry(&self) -> Option<&Path> {
-        self.entry.as_deref()
+        self.inner.entry.as_deref()
     }
 
     /// What failed.
     pub fn kind(&self) -> &UnpackErrorKind {
-        &self.kind
+        &self.inner.kind
     }
 
     /// Is this a refused (hostile or malformed) archive, as opposed to an I/O or integrity failure?
     pub fn is_refused(&self) -> bool {
-        matches!(self.kind, UnpackErrorKind::Refused(_))
+        matches!(self.inner.kind, UnpackErrorKind::Refused(_))
     }
 }
 
 impl fmt::Display for UnpackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(entry) = &self.entry {
+        if let Some(entry) = &self.inner.entry {
             write!(f, "entry '{}': ", entry.display())?;
         }
-        match &self.kind {
+        match &self.inner.kind {
             UnpackErrorKind::Io { op, source } => write!(f, "{op}: {source}"),
             UnpackErrorKind::DigestMismatch { expected, actual } => {
                 write!(f, "blob digest mismatch: expected {expected}, got {actual}")
             }
             UnpackErrorKind::SizeMismatch { expected, actual } => {
-                write!(f, "blob size mismatch: expected {expected} bytes, got {actual}")
+                write!(
+                    f,
+                    "blob size mismatch: expected {expected} bytes, got {actual}"
+                )
             }
             UnpackErrorKind::DiffIdMismatch { expected, actual } => {
                 write!(f, "diff_id mismatch: the config says {expected}, the uncompressed layer is {actual}")
             }
             UnpackErrorKind::TooLarge { limit } => {
-                write!(f, "uncompressed layer exceeds the limit of {limit} bytes (max_layer_bytes)")
+                write!(
+                    f,
+                    "uncompressed layer exceeds the limit of {limit} bytes (max_layer_bytes)"
+                )
             }
             UnpackErrorKind::CompressionMismatch { declared, found } => {
-                write!(f, "media type declares {declared:?} compression but the blob is {found:?}")
+                write!(
+                    f,
+                    "media type declares {declared:?} compression but the blob is {found:?}"
+                )
             }
             UnpackErrorKind::Refused(why) => f.write_str(why),
         }
@@ -144,7 +169,7 @@ impl fmt::Display for UnpackError {
 
 impl std::error::Error for UnpackError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &self.inner.kind {
             UnpackErrorKind::Io { source, .. } => Some(source),
             _ => None,
         }

@@ -39,7 +39,10 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self { max_layer_bytes: DEFAULT_MAX_LAYER_BYTES, allow_devices: false }
+        Self {
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            allow_devices: false,
+        }
     }
 }
 
@@ -92,20 +95,37 @@ pub struct Unpacked {
 /// Unpacks `blob` into `dest` (an empty directory this process made), checking
 /// everything `expected` says. On error, `dest` holds a partial tree the caller
 /// must discard; nothing outside `dest` has been touched either way.
-pub fn unpack(blob: impl Read, expected: &Expected, dest: &Path, options: &UnpackOptions) -> Result<Unpacked, UnpackError> {
-    unpack_stream(blob, expected, dest, options).map_err(|e| e.blob_overrun(expected.size, options.max_layer_bytes))
+pub fn unpack(
+    blob: impl Read,
+    expected: &Expected,
+    dest: &Path,
+    options: &UnpackOptions,
+) -> Result<Unpacked, UnpackError> {
+    unpack_stream(blob, expected, dest, options)
+        .map_err(|e| e.blob_overrun(expected.size, options.max_layer_bytes))
 }
 
-fn unpack_stream(blob: impl Read, expected: &Expected, dest: &Path, options: &UnpackOptions) -> Result<Unpacked, UnpackError> {
+fn unpack_stream(
+    blob: impl Read,
+    expected: &Expected,
+    dest: &Path,
+    options: &UnpackOptions,
+) -> Result<Unpacked, UnpackError> {
     let size_limit = expected.size.unwrap_or(u64::MAX);
     let map_io = |op: &'static str| move |e: io::Error| UnpackError::io(op, e);
     let compressed = HashingReader::new(blob, size_limit);
     let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
-        .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
+        .map_err(|(declared, found)| {
+            UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found })
+        })?;
     let uncompressed = HashingReader::new(decoder, options.max_layer_bytes);
     let mut archive = tar::Archive::new(uncompressed);
-    let privileges = entry::Privileges { root: crate::sys::is_root(), devices: options.allow_devices };
-    let mut applier = entry::Applier::new(dest, privileges).map_err(|e| UnpackError::io("open destination", e))?;
+    let privileges = entry::Privileges {
+        root: crate::sys::is_root(),
+        devices: options.allow_devices,
+    };
+    let mut applier = entry::Applier::new(dest, privileges)
+        .map_err(|e| UnpackError::io("open destination", e))?;
     for item in archive.entries().map_err(map_io("read tar"))? {
         let mut item = item.map_err(map_io("read tar"))?;
         applier.apply(&mut item)?;
@@ -123,18 +143,34 @@ fn unpack_stream(blob: impl Read, expected: &Expected, dest: &Path, options: &Un
 
     if let Some(expected_size) = expected.size {
         if size != expected_size {
-            return Err(UnpackError::new(UnpackErrorKind::SizeMismatch { expected: expected_size, actual: size }));
+            return Err(UnpackError::new(UnpackErrorKind::SizeMismatch {
+                expected: expected_size,
+                actual: size,
+            }));
         }
     }
     if let Some(expected_digest) = &expected.digest {
         if *expected_digest != digest {
-            return Err(UnpackError::new(UnpackErrorKind::DigestMismatch { expected: expected_digest.clone(), actual: digest }));
+            return Err(UnpackError::new(UnpackErrorKind::DigestMismatch {
+                expected: expected_digest.clone(),
+                actual: digest,
+            }));
         }
     }
     if let Some(expected_diff_id) = &expected.diff_id {
         if *expected_diff_id != diff_id {
-            return Err(UnpackError::new(UnpackErrorKind::DiffIdMismatch { expected: expected_diff_id.clone(), actual: diff_id }));
+            return Err(UnpackError::new(UnpackErrorKind::DiffIdMismatch {
+                expected: expected_diff_id.clone(),
+                actual: diff_id,
+            }));
         }
     }
-    Ok(Unpacked { digest, size, diff_id, uncompressed_size, compression, stats: applier.stats })
+    Ok(Unpacked {
+        digest,
+        size,
+        diff_id,
+        uncompressed_size,
+        compression,
+        stats: applier.stats,
+    })
 }

@@ -45,7 +45,9 @@ pub(crate) fn classify(name: &str) -> Result<Marker<'_>, String> {
     if name.starts_with(AUFS_META_PREFIX) {
         return Ok(Marker::AufsMeta);
     }
-    let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) else { return Ok(Marker::None) };
+    let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(Marker::None);
+    };
     if target.is_empty() || target == "." || target == ".." || target.contains('/') {
         return Err(format!("whiteout '{name}' does not name a file"));
     }

@@ -28,7 +28,11 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(input: &str, part: &str, why: &str) -> Self {
-        Self { input: input.to_owned(), part: part.to_owned(), why: why.to_owned() }
+        Self {
+            input: input.to_owned(),
+            part: part.to_owned(),
+            why: why.to_owned(),
+        }
     }
 
     /// The part of the input that is wrong.
@@ -67,7 +71,12 @@ impl ImageRef {
     /// Parses a reference; a bare name means `docker://`.
     pub fn parse(input: &str) -> Result<Self, ParseError> {
         if let Some(rest) = input.strip_prefix(DOCKER_PREFIX) {
-            return DockerRef::parse(rest).map(Self::Docker).map_err(|e| ParseError { input: input.to_owned(), ..e });
+            return DockerRef::parse(rest)
+                .map(Self::Docker)
+                .map_err(|e| ParseError {
+                    input: input.to_owned(),
+                    ..e
+                });
         }
         if let Some(rest) = input.strip_prefix(OCI_PREFIX) {
             let (path, tag) = split_path_suffix(rest);
@@ -76,10 +85,17 @@ impl ImageRef {
             }
             if let Some(tag) = tag {
                 if tag.is_empty() || tag.chars().any(|c| c.is_control()) {
-                    return Err(ParseError::new(input, tag, "the OCI layout tag is empty or has control characters"));
+                    return Err(ParseError::new(
+                        input,
+                        tag,
+                        "the OCI layout tag is empty or has control characters",
+                    ));
                 }
             }
-            return Ok(Self::Oci { path: PathBuf::from(path), tag: tag.map(str::to_owned) });
+            return Ok(Self::Oci {
+                path: PathBuf::from(path),
+                tag: tag.map(str::to_owned),
+            });
         }
         if let Some(rest) = input.strip_prefix(DOCKER_ARCHIVE_PREFIX) {
             let (path, name) = split_path_suffix(rest);
@@ -87,18 +103,37 @@ impl ImageRef {
                 return Err(ParseError::new(input, rest, "the archive path is empty"));
             }
             let name = name
-                .map(|n| DockerRef::parse(n).map_err(|e| ParseError { input: input.to_owned(), ..e }))
+                .map(|n| {
+                    DockerRef::parse(n).map_err(|e| ParseError {
+                        input: input.to_owned(),
+                        ..e
+                    })
+                })
                 .transpose()?;
-            return Ok(Self::DockerArchive { path: PathBuf::from(path), name });
+            return Ok(Self::DockerArchive {
+                path: PathBuf::from(path),
+                name,
+            });
         }
         if let Some((transport, _)) = input.split_once(':') {
-            if matches!(transport, "aci" | "appc" | "dir" | "oci-archive" | "containers-storage" | "docker-daemon") {
-                return Err(ParseError::new(input, transport, "this transport is not supported yet"));
+            if matches!(
+                transport,
+                "aci" | "appc" | "dir" | "oci-archive" | "containers-storage" | "docker-daemon"
+            ) {
+                return Err(ParseError::new(
+                    input,
+                    transport,
+                    "this transport is not supported yet",
+                ));
             }
         }
         if input.contains("://") {
             let scheme = input.split("://").next().unwrap_or_default();
-            return Err(ParseError::new(input, scheme, "unknown transport (expected docker://, oci: or docker-archive:)"));
+            return Err(ParseError::new(
+                input,
+                scheme,
+                "unknown transport (expected docker://, oci: or docker-archive:)",
+            ));
         }
         DockerRef::parse(input).map(Self::Docker)
     }
@@ -109,7 +144,11 @@ impl ImageRef {
         match self {
             Self::Docker(r) => r.to_string(),
             Self::Oci { path, tag } => {
-                format!("{OCI_PREFIX}{}{}", absolute(path).display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default())
+                format!(
+                    "{OCI_PREFIX}{}{}",
+                    absolute(path).display(),
+                    tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default()
+                )
             }
             Self::DockerArchive { path, name } => format!(
                 "{DOCKER_ARCHIVE_PREFIX}{}{}",
@@ -152,13 +191,28 @@ mod tests {
 
     #[test]
     fn transports() {
-        assert_eq!(ImageRef::parse("alpine").unwrap(), ImageRef::parse("docker://docker.io/library/alpine:latest").unwrap());
-        assert_eq!(ImageRef::parse("alpine").unwrap().cache_key(), "docker.io/library/alpine:latest");
+        assert_eq!(
+            ImageRef::parse("alpine").unwrap(),
+            ImageRef::parse("docker://docker.io/library/alpine:latest").unwrap()
+        );
+        assert_eq!(
+            ImageRef::parse("alpine").unwrap().cache_key(),
+            "docker.io/library/alpine:latest"
+        );
         assert_eq!(
             ImageRef::parse("oci:/x/y:v1").unwrap(),
-            ImageRef::Oci { path: "/x/y".into(), tag: Some("v1".into()) }
+            ImageRef::Oci {
+                path: "/x/y".into(),
+                tag: Some("v1".into())
+            }
         );
-        assert_eq!(ImageRef::parse("oci:/x/y").unwrap(), ImageRef::Oci { path: "/x/y".into(), tag: None });
+        assert_eq!(
+            ImageRef::parse("oci:/x/y").unwrap(),
+            ImageRef::Oci {
+                path: "/x/y".into(),
+                tag: None
+            }
+        );
         match ImageRef::parse("docker-archive:/a/b.tar:localhost:5000/app:v2").unwrap() {
             ImageRef::DockerArchive { path, name } => {
                 assert_eq!(path, Path::new("/a/b.tar"));
@@ -179,7 +233,10 @@ mod tests {
     fn bad_references() {
         assert_eq!(ImageRef::parse("oci:").unwrap_err().part(), "");
         assert_eq!(ImageRef::parse("http://x/y").unwrap_err().part(), "http");
-        assert_eq!(ImageRef::parse("docker://UPPER").unwrap_err().part(), "UPPER");
+        assert_eq!(
+            ImageRef::parse("docker://UPPER").unwrap_err().part(),
+            "UPPER"
+        );
         assert!(ImageRef::parse("docker-archive:x.tar:Bad").is_err());
         let msg = ImageRef::parse("docker://a:b:c").unwrap_err().to_string();
         assert!(msg.contains("docker://a:b:c"), "{msg}");

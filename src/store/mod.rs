@@ -23,10 +23,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use self::sources::{docker_archive::DockerArchive, oci_layout::OciLayout, Documents, Plan, PlannedLayer, Source};
+use self::sources::{
+    docker_archive::DockerArchive, oci_layout::OciLayout, Documents, Plan, PlannedLayer, Source,
+};
 use crate::digest::Digest;
 use crate::durable::{self, Commit};
-use crate::image::{media_type, Compression, Descriptor, Document, DocumentError, ImageConfig, Manifest, Platform};
+use crate::image::{
+    media_type, Compression, Descriptor, Document, DocumentError, ImageConfig, Manifest, Platform,
+};
 use crate::layer::{self, UnpackError, UnpackOptions};
 use crate::reference::{DockerRef, ImageRef};
 use crate::sys::fs as sysfs;
@@ -122,7 +126,9 @@ impl std::str::FromStr for PullPolicy {
             "missing" => Ok(Self::Missing),
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => Err(format!("unknown pull policy '{other}' (expected missing, always or never)")),
+            other => Err(format!(
+                "unknown pull policy '{other}' (expected missing, always or never)"
+            )),
         }
     }
 }
@@ -145,7 +151,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { unpack: UnpackOptions::default(), platform: Platform::host(), local_images_dir: None, parallel_layers: 2 }
+        Self {
+            unpack: UnpackOptions::default(),
+            platform: Platform::host(),
+            local_images_dir: None,
+            parallel_layers: 2,
+        }
     }
 }
 
@@ -242,7 +253,9 @@ impl Store {
     }
 
     fn record_path(&self, key: &str) -> PathBuf {
-        self.dir.join(IMAGES_DIR).join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+        self.dir
+            .join(IMAGES_DIR)
+            .join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
     }
 
     /// Makes sure the image is in the store, complete, following `policy`; returns it.
@@ -283,7 +296,9 @@ impl Store {
             match read_json::<ImageRecord>(&path) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                }
             }
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -319,7 +334,9 @@ impl Store {
             // Directories are flock'ed by their owner; loose files are temp files of a
             // dead or finished writer (durable::write_file removes its own on error).
             if path.is_dir() {
-                let Ok(entry) = sysfs::open_dir(&path) else { continue };
+                let Ok(entry) = sysfs::open_dir(&path) else {
+                    continue;
+                };
                 if !sysfs::try_lock_exclusive(entry.as_fd()).context("flock", &path)? {
                     continue;
                 }
@@ -345,14 +362,19 @@ impl Store {
     }
 
     fn cached(&self, key: &str) -> Result<Option<Image>> {
-        let Some(record) = read_json::<ImageRecord>(&self.record_path(key))? else { return Ok(None) };
+        let Some(record) = read_json::<ImageRecord>(&self.record_path(key))? else {
+            return Ok(None);
+        };
         if record.reference != key {
             return Ok(None); // a hash collision of keys is not a hit
         }
         let manifest_bytes = self.read_blob(&record.manifest_digest)?;
-        let manifest = match Document::parse(&manifest_bytes, None)
-            .map_err(|source| StoreError::Document { digest: record.manifest_digest.clone(), source })?
-        {
+        let manifest = match Document::parse(&manifest_bytes, None).map_err(|source| {
+            StoreError::Document {
+                digest: record.manifest_digest.clone(),
+                source,
+            }
+        })? {
             Document::Manifest(m) => m,
             Document::Index(_) => {
                 return Err(StoreError::Document {
@@ -362,8 +384,10 @@ impl Store {
             }
         };
         let config_bytes = self.read_blob(&manifest.config.digest)?;
-        let config = ImageConfig::parse(&config_bytes)
-            .map_err(|source| StoreError::Document { digest: manifest.config.digest.clone(), source })?;
+        let config = ImageConfig::parse(&config_bytes).map_err(|source| StoreError::Document {
+            digest: manifest.config.digest.clone(),
+            source,
+        })?;
         let layers = manifest
             .layers
             .iter()
@@ -373,17 +397,28 @@ impl Store {
                     diff_id: diff_id.clone(),
                     digest: desc.digest.clone(),
                     size: desc.size,
-                    compression: Compression::of_layer_media_type(&desc.media_type).unwrap_or(Compression::None),
-                    uncompressed_size: self.layer_record(diff_id).map_or(0, |r| r.uncompressed_size),
+                    compression: Compression::of_layer_media_type(&desc.media_type)
+                        .unwrap_or(Compression::None),
+                    uncompressed_size: self
+                        .layer_record(diff_id)
+                        .map_or(0, |r| r.uncompressed_size),
                 },
                 rootfs: self.layer_dir(diff_id).join(LAYER_ROOTFS),
             })
             .collect();
-        Ok(Some(Image { record, config_digest: manifest.config.digest.clone(), manifest, config, layers }))
+        Ok(Some(Image {
+            record,
+            config_digest: manifest.config.digest.clone(),
+            manifest,
+            config,
+            layers,
+        }))
     }
 
     fn layer_record(&self, diff_id: &Digest) -> Option<LayerRecord> {
-        read_json(&self.layer_dir(diff_id).join(LAYER_META)).ok().flatten()
+        read_json(&self.layer_dir(diff_id).join(LAYER_META))
+            .ok()
+            .flatten()
     }
 
     /// Reads a stored blob and checks it still hashes to its name.
@@ -402,13 +437,21 @@ impl Store {
     fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         if !self.blob_path(&digest).exists() {
-            durable::write_file(&self.dir.join(STAGING_DIR), &self.dir.join(BLOBS_DIR), digest.hex(), bytes)?;
+            durable::write_file(
+                &self.dir.join(STAGING_DIR),
+                &self.dir.join(BLOBS_DIR),
+                digest.hex(),
+                bytes,
+            )?;
         }
         Ok(digest)
     }
 
     fn touch(&self, record: &ImageRecord) -> Result<()> {
-        let record = ImageRecord { last_used: now(), ..record.clone() };
+        let record = ImageRecord {
+            last_used: now(),
+            ..record.clone()
+        };
         self.write_record(&record)
     }
 
@@ -418,8 +461,17 @@ impl Store {
             why: format!("cannot encode image record: {e}"),
         })?;
         let path = self.record_path(&record.reference);
-        let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default().to_owned();
-        durable::write_file(&self.dir.join(STAGING_DIR), &self.dir.join(IMAGES_DIR), &name, &bytes)?;
+        let name = path
+            .file_name()
+            .and_then(OsStr::to_str)
+            .unwrap_or_default()
+            .to_owned();
+        durable::write_file(
+            &self.dir.join(STAGING_DIR),
+            &self.dir.join(IMAGES_DIR),
+            &name,
+            &bytes,
+        )?;
         Ok(())
     }
 
@@ -427,40 +479,77 @@ impl Store {
         let plan = source.resolve()?;
         let unpacked = self.fetch_layers(key, source, &plan)?;
         let (manifest_bytes, index_digest) = match &plan.documents {
-            Documents::Verbatim { manifest_bytes, config_bytes, index_digest, .. } => {
+            Documents::Verbatim {
+                manifest_bytes,
+                config_bytes,
+                index_digest,
+                ..
+            } => {
                 self.write_blob(config_bytes)?;
                 (manifest_bytes.clone(), index_digest.clone())
             }
-            Documents::Synthesized { config_bytes, legacy_config } => {
+            Documents::Synthesized {
+                config_bytes,
+                legacy_config,
+            } => {
                 let config_bytes = match (config_bytes, legacy_config) {
                     (Some(bytes), _) => bytes.clone(),
                     (None, Some(legacy)) => legacy_to_config(legacy, &unpacked),
                     (None, None) => {
-                        return Err(StoreError::Source { source_name: source.describe(), why: "no image config".into() })
+                        return Err(StoreError::Source {
+                            source_name: source.describe(),
+                            why: "no image config".into(),
+                        })
                     }
                 };
                 let config_digest = self.write_blob(&config_bytes)?;
-                (synthesize_manifest(&config_digest, config_bytes.len() as u64, &unpacked), None)
+                (
+                    synthesize_manifest(&config_digest, config_bytes.len() as u64, &unpacked),
+                    None,
+                )
             }
         };
         let manifest_digest = self.write_blob(&manifest_bytes)?;
         let now = now();
-        let record = ImageRecord { reference: key.to_owned(), manifest_digest, index_digest, pulled_at: now, last_used: now };
+        let record = ImageRecord {
+            reference: key.to_owned(),
+            manifest_digest,
+            index_digest,
+            pulled_at: now,
+            last_used: now,
+        };
         self.write_record(&record)?;
         tracing::info!(image = %key, manifest = %record.manifest_digest, layers = unpacked.len(), "image stored");
-        self.cached(key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
+        self.cached(key)?
+            .ok_or_else(|| StoreError::NotFound(key.to_owned()))
     }
 
     /// Unpacks every layer not already present, `parallel_layers` at a time, and
     /// returns the facts of all of them in order.
-    fn fetch_layers(&self, key: &str, source: &dyn Source, plan: &Plan) -> Result<Vec<LayerRecord>> {
+    fn fetch_layers(
+        &self,
+        key: &str,
+        source: &dyn Source,
+        plan: &Plan,
+    ) -> Result<Vec<LayerRecord>> {
         let mut results: Vec<Option<LayerRecord>> = plan
             .layers
             .iter()
-            .map(|l| l.expected.diff_id.as_ref().and_then(|d| self.layer_record(d)))
+            .map(|l| {
+                l.expected
+                    .diff_id
+                    .as_ref()
+                    .and_then(|d| self.layer_record(d))
+            })
             .collect();
-        let todo: Vec<usize> = (0..plan.layers.len()).filter(|&i| results[i].is_none()).collect();
-        let workers = self.options.parallel_layers.clamp(1, 16).min(todo.len().max(1));
+        let todo: Vec<usize> = (0..plan.layers.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let workers = self
+            .options
+            .parallel_layers
+            .clamp(1, 16)
+            .min(todo.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -471,7 +560,9 @@ impl Store {
                             let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let Some(&i) = todo.get(n) else { return Ok(()) };
                             let record = self.fetch_layer(key, source, i, &plan.layers[i])?;
-                            done.lock().map_err(|_| StoreError::Worker)?.push((i, record));
+                            done.lock()
+                                .map_err(|_| StoreError::Worker)?
+                                .push((i, record));
                         }
                     })
                 })
@@ -484,10 +575,19 @@ impl Store {
         for (i, record) in done.into_inner().map_err(|_| StoreError::Worker)? {
             results[i] = Some(record);
         }
-        results.into_iter().map(|r| r.ok_or(StoreError::Worker)).collect()
+        results
+            .into_iter()
+            .map(|r| r.ok_or(StoreError::Worker))
+            .collect()
     }
 
-    fn fetch_layer(&self, key: &str, source: &dyn Source, index: usize, layer: &PlannedLayer) -> Result<LayerRecord> {
+    fn fetch_layer(
+        &self,
+        key: &str,
+        source: &dyn Source,
+        index: usize,
+        layer: &PlannedLayer,
+    ) -> Result<LayerRecord> {
         let label = layer
             .expected
             .digest
@@ -499,7 +599,11 @@ impl Store {
         let blob = source.open_layer(index, layer)?;
         let started = std::time::Instant::now();
         let unpacked = layer::unpack(blob, &layer.expected, &rootfs, &self.options.unpack)
-            .map_err(|source| StoreError::Unpack { image: key.to_owned(), layer: label.clone(), source })?;
+            .map_err(|source| StoreError::Unpack {
+                image: key.to_owned(),
+                layer: label.clone(),
+                source,
+            })?;
         let record = LayerRecord {
             diff_id: unpacked.diff_id.clone(),
             digest: unpacked.digest.clone(),
@@ -513,7 +617,11 @@ impl Store {
         })?;
         let meta_path = staging.path.join(LAYER_META);
         std::fs::write(&meta_path, meta).context("write", &meta_path)?;
-        match durable::commit_dir(&staging.path, &self.dir.join(LAYERS_DIR), record.diff_id.hex())? {
+        match durable::commit_dir(
+            &staging.path,
+            &self.dir.join(LAYERS_DIR),
+            record.diff_id.hex(),
+        )? {
             Commit::Done => tracing::info!(
                 layer = %record.diff_id,
                 bytes = record.uncompressed_size,
@@ -521,7 +629,9 @@ impl Store {
                 ms = started.elapsed().as_millis() as u64,
                 "layer unpacked"
             ),
-            Commit::AlreadyPresent => tracing::debug!(layer = %record.diff_id, "layer committed by another writer"),
+            Commit::AlreadyPresent => {
+                tracing::debug!(layer = %record.diff_id, "layer committed by another writer")
+            }
         }
         Ok(record)
     }
@@ -543,7 +653,11 @@ impl Staging {
         let lock = sysfs::open_dir(&path).context("open", &path)?;
         sysfs::lock_exclusive(lock.as_fd()).context("flock", &path)?;
         let parent = sysfs::open_dir(staging_root).context("open", staging_root)?;
-        Ok(Self { path, parent, _lock: lock })
+        Ok(Self {
+            path,
+            parent,
+            _lock: lock,
+        })
     }
 }
 
@@ -565,16 +679,28 @@ fn local_archive_path(dir: &Path, name: &DockerRef) -> Result<PathBuf> {
         candidates.push(dir.join(format!("{familiar}:{tag}.tar")));
     }
     candidates.push(dir.join(format!("{familiar}.tar")));
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| StoreError::Source {
-        source_name: format!("local image directory {}", dir.display()),
-        why: format!(
-            "no archive for '{name}' (looked for {})",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| StoreError::Source {
+            source_name: format!("local image directory {}", dir.display()),
+            why: format!(
+                "no archive for '{name}' (looked for {})",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
-fn synthesize_manifest(config_digest: &Digest, config_size: u64, layers: &[LayerRecord]) -> Vec<u8> {
+fn synthesize_manifest(
+    config_digest: &Digest,
+    config_size: u64,
+    layers: &[LayerRecord],
+) -> Vec<u8> {
     let descriptor = |media_type: &str, digest: &Digest, size: u64| Descriptor {
         media_type: media_type.to_owned(),
         digest: digest.clone(),
@@ -611,15 +737,19 @@ fn legacy_to_config(legacy: &serde_json::Value, layers: &[LayerRecord]) -> Vec<u
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Source {
-            source_name: "store".into(),
-            why: format!("{} is corrupt: {e}", path.display()),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Source {
+                source_name: "store".into(),
+                why: format!("{} is corrupt: {e}", path.display()),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SysError::new("read", path, e).into()),
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

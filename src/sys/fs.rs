@@ -15,7 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{
-    AtFlags, Dev, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+    AtFlags, Dev, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timespec,
+    Timestamps, XattrFlags,
 };
 
 pub use rustix::fs::Stat;
@@ -27,15 +28,31 @@ pub fn file_type(stat: &Stat) -> FileType {
 
 /// Opens a directory we own (not one inside an untrusted tree) for `*at()` calls.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Resolves `rel` inside the tree at `root` (the kernel treats `root` as `/`) and opens
 /// it as a directory. `rel` may be empty for the root itself. With `path_only`, the fd
 /// is `O_PATH` (enough for `*at()` calls; not for xattrs or fchown).
-pub fn resolve_dir_in_root(root: BorrowedFd<'_>, rel: &Path, path_only: bool) -> io::Result<OwnedFd> {
-    let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    let mode = if path_only { OFlags::PATH } else { OFlags::RDONLY };
+pub fn resolve_dir_in_root(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    path_only: bool,
+) -> io::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let mode = if path_only {
+        OFlags::PATH
+    } else {
+        OFlags::RDONLY
+    };
     Ok(rustix::fs::openat2(
         root,
         rel,
@@ -88,7 +105,12 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Resul
 
 /// Opens `name` in `dir` for reading, never following a symlink.
 pub fn open_file_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok(File::from(fd))
 }
 
@@ -98,8 +120,19 @@ pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> io::Resu
 }
 
 /// Hard-links `old` in `old_dir` as `new` in `new_dir`, not following a symlink at `old`.
-pub fn link_at(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())?)
+pub fn link_at(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        old_dir,
+        old,
+        new_dir,
+        new,
+        AtFlags::empty(),
+    )?)
 }
 
 /// Kinds of special files [`mknod_at`] makes.
@@ -114,14 +147,27 @@ pub enum SpecialKind {
 }
 
 /// Creates a device node or fifo.
-pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, kind: SpecialKind, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+pub fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    kind: SpecialKind,
+    mode: u32,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
     let ft = match kind {
         SpecialKind::Char => FileType::CharacterDevice,
         SpecialKind::Block => FileType::BlockDevice,
         SpecialKind::Fifo => FileType::Fifo,
     };
     let dev: Dev = rustix::fs::makedev(major, minor);
-    Ok(rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(mode), dev)?)
+    Ok(rustix::fs::mknodat(
+        dir,
+        name,
+        ft,
+        Mode::from_raw_mode(mode),
+        dev,
+    )?)
 }
 
 /// Removes `name` (a non-directory) from `dir`.
@@ -133,13 +179,18 @@ pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 /// follows a symlink, and never descends into another file system (a mount point is
 /// left in place and reported as `EBUSY`).
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    let Some(stat) = stat_at(dir, name)? else { return Ok(()) };
+    let Some(stat) = stat_at(dir, name)? else {
+        return Ok(());
+    };
     if file_type(&stat) != FileType::Directory {
         return unlink_at(dir, name);
     }
     let parent_dev = stat_fd(dir)?.st_dev;
     if stat.st_dev != parent_dev {
-        return Err(io::Error::new(io::ErrorKind::ResourceBusy, "refusing to remove a mount point"));
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "refusing to remove a mount point",
+        ));
     }
     let sub = open_dir_at(dir, name)?;
     empty_dir(sub.as_fd(), stat.st_dev)?;
@@ -151,10 +202,15 @@ fn empty_dir(dir: BorrowedFd<'_>, dev: u64) -> io::Result<()> {
     let names = list_dir(dir)?;
     for name in names {
         let name = OsStr::from_bytes(name.to_bytes());
-        let Some(stat) = stat_at(dir, name)? else { continue };
+        let Some(stat) = stat_at(dir, name)? else {
+            continue;
+        };
         if file_type(&stat) == FileType::Directory {
             if stat.st_dev != dev {
-                return Err(io::Error::new(io::ErrorKind::ResourceBusy, "refusing to descend into a mount point"));
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "refusing to descend into a mount point",
+                ));
             }
             let sub = open_dir_at(dir, name)?;
             empty_dir(sub.as_fd(), dev)?;
@@ -170,8 +226,7 @@ fn empty_dir(dir: BorrowedFd<'_>, dev: u64) -> io::Result<()> {
 /// The names in a directory, without `.` and `..`.
 pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::CString>> {
     let mut out = Vec::new();
-    let mut iter = rustix::fs::Dir::read_from(dir)?;
-    while let Some(entry) = iter.next() {
+    for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
         let name: &CStr = entry.file_name();
         if name != c"." && name != c".." {
@@ -183,13 +238,25 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::CString>> {
 
 /// Sets owner and group of `name` in `dir` without following a symlink.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
-    let (u, g) = (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid));
-    Ok(rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?)
+    let (u, g) = (
+        rustix::process::Uid::from_raw(uid),
+        rustix::process::Gid::from_raw(gid),
+    );
+    Ok(rustix::fs::chownat(
+        dir,
+        name,
+        Some(u),
+        Some(g),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Sets owner and group of an open file.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    let (u, g) = (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid));
+    let (u, g) = (
+        rustix::process::Uid::from_raw(uid),
+        rustix::process::Gid::from_raw(gid),
+    );
     Ok(rustix::fs::fchown(fd, Some(u), Some(g))?)
 }
 
@@ -202,12 +269,23 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 /// for `fchmod` without acting on the device: an `O_PATH` handle pins the inode (a
 /// symlink is refused) and the chmod goes through its `/proc/self/fd` entry.
 pub fn chmod_special_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
-    let fd = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     if file_type(&stat_fd(fd.as_fd())?) == FileType::Symlink {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to chmod a symlink"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to chmod a symlink",
+        ));
     }
     let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    Ok(rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(mode & 0o7777))?)
+    Ok(rustix::fs::chmod(
+        proc_path.as_str(),
+        Mode::from_raw_mode(mode & 0o7777),
+    )?)
 }
 
 /// A timestamp: seconds and nanoseconds since the epoch.
@@ -220,8 +298,14 @@ pub struct Time {
 }
 
 fn timestamps(t: Time) -> Timestamps {
-    let ts = Timespec { tv_sec: t.secs, tv_nsec: i64::from(t.nanos) };
-    Timestamps { last_access: ts, last_modification: ts }
+    let ts = Timespec {
+        tv_sec: t.secs,
+        tv_nsec: i64::from(t.nanos),
+    };
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
 }
 
 /// Sets atime and mtime of an open file.
@@ -231,7 +315,12 @@ pub fn futimens(fd: BorrowedFd<'_>, t: Time) -> io::Result<()> {
 
 /// Sets atime and mtime of `name` in `dir` without following a symlink.
 pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, t: Time) -> io::Result<()> {
-    Ok(rustix::fs::utimensat(dir, name, &timestamps(t), AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &timestamps(t),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Sets an extended attribute on an open file.
@@ -274,12 +363,28 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Renames, failing with `AlreadyExists` instead of replacing an existing target.
-pub fn rename_noreplace(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::renameat_with(old_dir, old, new_dir, new, RenameFlags::NOREPLACE)?)
+pub fn rename_noreplace(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        old_dir,
+        old,
+        new_dir,
+        new,
+        RenameFlags::NOREPLACE,
+    )?)
 }
 
 /// Renames, atomically replacing a non-directory target.
-pub fn rename_replace(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
+pub fn rename_replace(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+) -> io::Result<()> {
     Ok(rustix::fs::renameat(old_dir, old, new_dir, new)?)
 }
 

@@ -52,7 +52,11 @@ pub(crate) trait Source: Sync {
     /// Resolves the image.
     fn resolve(&self) -> Result<Plan, StoreError>;
     /// Opens layer `index` of the plan as a stream of the blob's bytes.
-    fn open_layer(&self, index: usize, layer: &PlannedLayer) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    fn open_layer(
+        &self,
+        index: usize,
+        layer: &PlannedLayer,
+    ) -> Result<Box<dyn Read + Send + '_>, StoreError>;
     /// For messages: where the image comes from.
     fn describe(&self) -> String;
 }
