@@ -12,6 +12,7 @@
 mod decompress;
 mod entry;
 mod error;
+mod readahead;
 pub mod whiteout;
 
 use std::io::{self, Read};
@@ -96,7 +97,7 @@ pub struct Unpacked {
 /// everything `expected` says. On error, `dest` holds a partial tree the caller
 /// must discard; nothing outside `dest` has been touched either way.
 pub fn unpack(
-    blob: impl Read,
+    blob: impl Read + Send,
     expected: &Expected,
     dest: &Path,
     options: &UnpackOptions,
@@ -106,7 +107,7 @@ pub fn unpack(
 }
 
 fn unpack_stream(
-    blob: impl Read,
+    blob: impl Read + Send,
     expected: &Expected,
     dest: &Path,
     options: &UnpackOptions,
@@ -119,22 +120,32 @@ fn unpack_stream(
             UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found })
         })?;
     let uncompressed = HashingReader::new(decoder, options.max_layer_bytes);
-    let mut archive = tar::Archive::new(uncompressed);
     let privileges = entry::Privileges {
         root: crate::sys::is_root(),
         devices: options.allow_devices,
     };
     let mut applier = entry::Applier::new(dest, privileges)
         .map_err(|e| UnpackError::io("open destination", e))?;
-    for item in archive.entries().map_err(map_io("read tar"))? {
-        let mut item = item.map_err(map_io("read tar"))?;
-        applier.apply(&mut item)?;
-    }
-    applier.finish()?;
 
-    // The diff_id covers the whole tar stream, past the end-of-archive blocks.
-    let mut uncompressed = archive.into_inner();
-    uncompressed.drain().map_err(map_io("read layer"))?;
+    let (stats, uncompressed) = std::thread::scope(|scope| {
+        // Decompression and hashing on one core, tar parsing and file creation on the other.
+        let (chunks, producer) = readahead::spawn(scope, uncompressed);
+        let mut archive = tar::Archive::new(chunks);
+        let applied = (|| {
+            for item in archive.entries().map_err(map_io("read tar"))? {
+                let mut item = item.map_err(map_io("read tar"))?;
+                applier.apply(&mut item)?;
+            }
+            applier.finish()?;
+            // The diff_id covers the whole tar stream, past the end-of-archive blocks.
+            io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(map_io("read layer"))?;
+            Ok::<_, UnpackError>(applier.stats)
+        })();
+        let uncompressed = producer
+            .join()
+            .map_err(|_| UnpackError::refused("the decompression thread panicked"));
+        Ok::<_, UnpackError>((applied?, uncompressed?))
+    })?;
     let (diff_id, uncompressed_size) = (uncompressed.digest(), uncompressed.count());
     let mut source = uncompressed.into_inner().into_source();
     io::copy(&mut source, &mut io::sink()).map_err(map_io("read blob"))?;
@@ -171,6 +182,6 @@ fn unpack_stream(
         diff_id,
         uncompressed_size,
         compression,
-        stats: applier.stats,
+        stats,
     })
 }
