@@ -6,6 +6,7 @@
 //! platform = "linux/amd64"          # default: the host's
 //! local_images_dir = "/srv/images"  # docker:// names served from DIR/NAME[:TAG].tar
 //! parallel_layers = 2               # layers of one image unpacked at once
+//! backend = "overlay"               # default backend; default: overlay when usable, else copy
 //!
 //! [limits]
 //! max_layer_bytes = 68719476736     # 64 GiB: cap on one layer's uncompressed bytes
@@ -31,6 +32,9 @@ pub struct Config {
     pub local_images_dir: Option<PathBuf>,
     /// Layers of one image unpacked at once. Default: 2.
     pub parallel_layers: Option<usize>,
+    /// Default provisioner backend: `copy`, `bind` or `overlay`. Default: overlay
+    /// when usable, else copy.
+    pub backend: Option<String>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,

@@ -12,11 +12,14 @@
 //!
 //! The library never prints and never exits; the `strata` binary does.
 
+pub mod backend;
 pub mod config;
 pub mod digest;
 pub mod durable;
 pub mod image;
 pub mod layer;
+pub mod mount;
+pub mod provisioner;
 pub mod reference;
 pub mod store;
 pub mod sys;

@@ -1,6 +1,8 @@
 //! One function per command: call the library, hand the result to `output`.
 
 use anyhow::{Context as _, Result};
+use strata::backend::BackendKind;
+use strata::provisioner::{ContainerId, ContainerPath, Destroyed};
 use strata::reference::ImageRef;
 use strata::store::PullPolicy;
 
@@ -73,13 +75,87 @@ pub(crate) fn rmi(ctx: &Context, reference: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn recover(ctx: &Context) -> Result<()> {
-    let store = ctx.store(None)?;
-    let cleared = store.clear_staging()?;
+fn container_path(container: &str, parent: Option<&str>) -> Result<ContainerPath> {
+    let id: ContainerId = container.parse()?;
+    Ok(match parent {
+        Some(parent) => parent.parse::<ContainerPath>()?.child(id),
+        None => ContainerPath::top(id),
+    })
+}
+
+pub(crate) fn provision(
+    ctx: &Context,
+    container: &str,
+    reference: &str,
+    backend: Option<&str>,
+    parent: Option<&str>,
+    args: &PullArgs,
+) -> Result<()> {
+    let container = container_path(container, parent)?;
+    let image_ref = parse(reference)?;
+    let kind = backend.map(str::parse::<BackendKind>).transpose()?;
+    let provisioner = ctx.provisioner(Some(args), None)?;
+    let done = provisioner
+        .provision(&container, &image_ref, kind, args.pull)
+        .with_context(|| format!("failed to provision container '{container}' from {image_ref}"))?;
     if ctx.json {
-        print_json(&serde_json::json!({ "staging_cleared": cleared }))
+        print_json(&done)
     } else {
-        print_line(&format!("recovered: {cleared} staging entries cleared"))
+        print_line(&done.rootfs.display().to_string())
+    }
+}
+
+pub(crate) fn destroy(ctx: &Context, container: &str, parent: Option<&str>) -> Result<()> {
+    let container = container_path(container, parent)?;
+    let provisioner = ctx.provisioner(None, None)?;
+    let outcome = provisioner
+        .destroy(&container)
+        .with_context(|| format!("failed to destroy container '{container}'"))?;
+    let word = match outcome {
+        Destroyed::Destroyed => "destroyed",
+        Destroyed::NotFound => "not found",
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({ "container": container.to_string(), "result": word }))
+    } else {
+        print_line(word)
+    }
+}
+
+pub(crate) fn containers(ctx: &Context) -> Result<()> {
+    let provisioner = ctx.provisioner(None, None)?;
+    let list = provisioner.containers()?;
+    if ctx.json {
+        print_json(&list)
+    } else {
+        output::print_containers(&list)
+    }
+}
+
+pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
+    let alive = alive
+        .map(|ids| {
+            ids.iter()
+                .map(|id| id.parse::<ContainerPath>())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let provisioner = ctx.provisioner(None, None)?;
+    let report = provisioner
+        .recover(alive.as_deref())
+        .context("recover failed")?;
+    if ctx.json {
+        print_json(&report)
+    } else {
+        print_line(&format!(
+            "recovered: {} kept, {} destroyed, {} incomplete rootfses removed, {} remounted, {} stray mounts undone, {} staging entries cleared",
+            report.kept.len(),
+            report.destroyed.len(),
+            report.incomplete_rootfses_removed,
+            report.remounted,
+            report.stray_mounts_unmounted,
+            report.staging_cleared
+        ))
     }
 }
 

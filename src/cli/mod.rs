@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
+use strata::backend::BackendKind;
 use strata::config::Config;
 use strata::image::Platform;
+use strata::provisioner::{CrashPoints, Provisioner};
 use strata::store::{PullPolicy, Store, StoreOptions};
 
 /// Turns image references into container root filesystems.
@@ -81,8 +83,37 @@ enum Command {
         /// Image reference
         reference: String,
     },
-    /// Clear half-made work left by crashed processes
-    Recover,
+    /// Make a rootfs for a container from an image; prints the rootfs path (last line)
+    Provision {
+        /// Container id (one path component)
+        container: String,
+        /// Image reference
+        reference: String,
+        /// Backend: copy, bind or overlay [default: overlay when usable, else copy]
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
+        /// Nest the container under this one (`a` or `a/b`)
+        #[arg(long, value_name = "ID")]
+        parent: Option<String>,
+        #[command(flatten)]
+        args: PullArgs,
+    },
+    /// Remove all of a container's rootfses (prints `destroyed` or `not found`)
+    Destroy {
+        /// Container id
+        container: String,
+        /// The container's parent, for nested containers
+        #[arg(long, value_name = "ID")]
+        parent: Option<String>,
+    },
+    /// List containers and their rootfses
+    Containers,
+    /// Rebuild state from disk: destroy orphans and half-made work, clear staging
+    Recover {
+        /// Containers to keep (comma-separated, nested as parent/child) [default: every complete one]
+        #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+        alive: Option<Vec<String>>,
+    },
     /// Print version and build information
     Version,
 }
@@ -95,6 +126,26 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Opens the provisioner (and its store). `STRATA_CRASH_AT` names a crash point
+    /// for the fault-injection tests.
+    pub(crate) fn provisioner(
+        &self,
+        args: Option<&PullArgs>,
+        backend: Option<&str>,
+    ) -> Result<Provisioner> {
+        let store = self.store(args)?;
+        let default = match backend.or(self.config.backend.as_deref()) {
+            Some(name) => Some(name.parse::<BackendKind>()?),
+            None => None,
+        };
+        let crash = CrashPoints::at(
+            std::env::var("STRATA_CRASH_AT")
+                .ok()
+                .filter(|v| !v.is_empty()),
+        );
+        Ok(Provisioner::new(&self.root, store, default, crash)?)
+    }
+
     /// Opens the store, with per-call overrides from `args`.
     pub(crate) fn store(&self, args: Option<&PullArgs>) -> Result<Store> {
         let mut options = StoreOptions::default();
@@ -132,6 +183,14 @@ pub(crate) fn main() -> ExitCode {
     init_logging(&cli.global);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`strata images | head`): not a failure.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
             #[allow(clippy::print_stderr)] // the binary reports its own failure
@@ -182,7 +241,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Images => commands::images(&ctx),
         Command::Inspect { reference } => commands::inspect(&ctx, &reference),
         Command::Rmi { reference } => commands::rmi(&ctx, &reference),
-        Command::Recover => commands::recover(&ctx),
+        Command::Provision {
+            container,
+            reference,
+            backend,
+            parent,
+            args,
+        } => commands::provision(
+            &ctx,
+            &container,
+            &reference,
+            backend.as_deref(),
+            parent.as_deref(),
+            &args,
+        ),
+        Command::Destroy { container, parent } => {
+            commands::destroy(&ctx, &container, parent.as_deref())
+        }
+        Command::Containers => commands::containers(&ctx),
+        Command::Recover { alive } => commands::recover(&ctx, alive.as_deref()),
         Command::Version => commands::version(&ctx),
     }
 }

@@ -201,3 +201,44 @@ fn human_bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+pub(crate) fn print_containers(list: &[strata::provisioner::ContainerInfo]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24}  {:<8}  {:<36}  {:<10}  IMAGE",
+        "CONTAINER", "BACKEND", "ROOTFS", "STATE"
+    )?;
+    for c in list {
+        if c.rootfses.is_empty() {
+            writeln!(
+                out,
+                "{:<24}  {:<8}  {:<36}  {:<10}  -",
+                c.container.to_string(),
+                "-",
+                "-",
+                if c.destroying { "destroying" } else { "empty" }
+            )?;
+        }
+        for r in &c.rootfses {
+            let (state, image) = match &r.record {
+                Some(rec) => (format!("{:?}", rec.state).to_lowercase(), rec.image.clone()),
+                None => ("incomplete".to_owned(), "-".to_owned()),
+            };
+            let state = if c.destroying {
+                "destroying".to_owned()
+            } else {
+                state
+            };
+            writeln!(
+                out,
+                "{:<24}  {:<8}  {:<36}  {:<10}  {image}",
+                c.container.to_string(),
+                r.backend.as_str(),
+                r.rootfs_id.as_str(),
+                state
+            )?;
+        }
+    }
+    Ok(())
+}

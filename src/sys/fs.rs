@@ -11,7 +11,7 @@ use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use rustix::fs::{
@@ -405,4 +405,67 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The file-system magic of the file system holding `path` (statfs(2) `f_type`).
+pub fn fs_magic(path: &Path) -> io::Result<i64> {
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    // the field's width differs by arch
+    Ok(rustix::fs::statfs(path)?.f_type as i64)
+}
+
+/// Does the file system under `dir` report entry types in `readdir` (overlayfs needs
+/// d_type)? Checks with a temporary file.
+pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
+    let probe = dir.join(format!(".d_type-probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&probe)?;
+    let result = (|| {
+        std::fs::write(probe.join("f"), b"")?;
+        let fd = open_dir(&probe)?;
+        for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+            let entry = entry?;
+            if entry.file_name() == c"f" {
+                return Ok(entry.file_type() != FileType::Unknown);
+            }
+        }
+        Ok(false)
+    })();
+    let _ = std::fs::remove_dir_all(&probe);
+    result
+}
+
+/// Clones `src` into `dst` sharing extents (FICLONE); fails where unsupported (ext4).
+pub fn clone_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::ioctl_ficlone(dst, src)?)
+}
+
+/// Copies `len` bytes from `src` to `dst` in the kernel (copy_file_range), with a
+/// read/write fallback where the kernel refuses (cross-device on old kernels, some
+/// special files).
+pub fn copy_file_contents(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(src, None, dst, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => left -= n as u64,
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => {
+                io::copy(&mut &*src, &mut &*dst)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a symlink's target relative to `dir`.
+pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std::ffi::OsString> {
+    let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+    Ok(std::ffi::OsString::from_vec(target.into_bytes()))
 }

@@ -5,6 +5,7 @@
 //! holds, so that no path from an archive is ever resolved against the host's `/`.
 
 pub mod fs;
+pub mod mount;
 
 use std::io;
 use std::path::{Path, PathBuf};
