@@ -183,3 +183,36 @@ fn reads_a_docker_archive_written_by_skopeo() {
         .arg(&bundle));
     assert_same_tree(&view.0, &bundle.join("rootfs"));
 }
+
+#[test]
+fn copy_backend_tree_equals_umoci_unpack() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, work) = (tmp.path().join("root"), tmp.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let mut layout = Layout::new(&work.join("img"));
+    layout.add_image(
+        "v1",
+        &[
+            (gnu_tar_layer(&work), Comp::Gzip),
+            (top_layer(), Comp::Gzip),
+        ],
+    );
+    let bundle = work.join("bundle");
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:v1", layout.dir.display()))
+        .arg(&bundle));
+    let out = strata_ok(
+        &root,
+        &[
+            "provision",
+            "c",
+            &format!("oci:{}:v1", layout.dir.display()),
+            "--backend",
+            "copy",
+        ],
+    );
+    assert_same_tree(Path::new(out.trim()), &bundle.join("rootfs"));
+}
