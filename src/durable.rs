@@ -22,6 +22,28 @@ pub enum Commit {
 /// Writes `bytes` to `dir/name` atomically: a temp file in `staging` (same file system),
 /// fsync, rename over the target, fsync `dir`.
 pub fn write_file(staging: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SysError> {
+    write_file_with(staging, dir, name, bytes, true)
+}
+
+/// Like [`write_file`] but without the fsyncs: still atomic (a reader sees the old or
+/// the new content), but a power cut may lose the update. For advisory data such as
+/// an image's last use.
+pub fn write_file_relaxed(
+    staging: &Path,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), SysError> {
+    write_file_with(staging, dir, name, bytes, false)
+}
+
+fn write_file_with(
+    staging: &Path,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<(), SysError> {
     let tmp_name = format!(
         "{}.{}.tmp",
         name.replace('/', "_"),
@@ -31,7 +53,9 @@ pub fn write_file(staging: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Resul
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).context("create", &tmp)?;
         f.write_all(bytes).context("write", &tmp)?;
-        f.sync_all().context("fsync", &tmp)?;
+        if sync {
+            f.sync_all().context("fsync", &tmp)?;
+        }
         let staging_fd = sysfs::open_dir(staging).context("open", staging)?;
         let dir_fd = sysfs::open_dir(dir).context("open", dir)?;
         sysfs::rename_replace(

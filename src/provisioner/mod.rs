@@ -98,7 +98,8 @@ type Result<T, E = ProvisionError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootfsState {
-    /// Being made; a crash leaves it for recover to remove.
+    /// Being made; recover removes it (strata itself writes only `ready` records: a
+    /// rootfs without one is incomplete).
     Provisioning,
     /// Handed out.
     Ready,
@@ -354,7 +355,7 @@ impl Provisioner {
         let rootfs_id = RootfsId::new();
         let rootfs = paths::rootfs_dir(&backend_dir, &rootfs_id);
         let scratch = paths::scratch_dir(&backend_dir, &rootfs_id);
-        let mut record = RootfsRecord {
+        let record = RootfsRecord {
             rootfs_id: rootfs_id.clone(),
             backend: kind,
             image: image.record.reference.clone(),
@@ -364,18 +365,17 @@ impl Provisioner {
                 .iter()
                 .map(|l| l.record.diff_id.clone())
                 .collect(),
-            state: RootfsState::Provisioning,
+            state: RootfsState::Ready,
             created: now(),
         };
+        // A rootfs or scratch dir without a `ready` record is incomplete by definition,
+        // so nothing needs recording before the dirs exist.
         let made = (|| {
-            self.write_record(&backend_dir, &record)?;
-            self.crash.check("provision:recorded");
             std::fs::create_dir(&rootfs).context("create", &rootfs)?;
             std::fs::create_dir(&scratch).context("create", &scratch)?;
             self.crash.check("provision:dirs");
             backend.provision(&layers, &rootfs, &scratch)?;
             self.crash.check("provision:mounted");
-            record.state = RootfsState::Ready;
             self.write_record(&backend_dir, &record)?;
             self.crash.check("provision:ready");
             Ok::<(), ProvisionError>(())
@@ -423,7 +423,10 @@ impl Provisioner {
         if !dir.is_dir() {
             return Ok(Destroyed::NotFound);
         }
-        durable::write_file(&dir, &dir, DESTROYING_MARKER, b"")?;
+        // Atomic but not flushed: if a power cut loses it, the destroy was not done and
+        // the caller, who got no answer, destroys again; every step below is ordered so
+        // that any prefix of it is a consistent state.
+        durable::write_file_relaxed(&dir, &dir, DESTROYING_MARKER, b"")?;
         self.crash.check("destroy:marked");
         for child in self.children(container)? {
             self.destroy_locked(&child)?;
@@ -550,6 +553,11 @@ impl Provisioner {
             Some(list) => list.iter().any(|a| a.ids().starts_with(c.ids())),
         };
         let mut kept_rootfses = BTreeSet::new();
+        // One read of the mount table, not one per rootfs (10,000 containers).
+        let mounted: BTreeSet<PathBuf> = crate::mount::mounts()?
+            .into_iter()
+            .map(|m| m.target)
+            .collect();
         // Parents come before children in `containers`; destroying a parent takes its children.
         for container in &containers {
             let dir = paths::container_dir(&self.dir, container);
@@ -566,7 +574,7 @@ impl Provisioner {
                 let rootfs = paths::rootfs_dir(&backend_dir, &id);
                 match self.read_record(&backend_dir, &id) {
                     Ok(Some(record)) if record.state == RootfsState::Ready && rootfs.is_dir() => {
-                        if record.backend.mounts() && !is_mount_point(&rootfs)? {
+                        if record.backend.mounts() && !mounted.contains(&rootfs) {
                             self.remount(&backend_dir, &record)?;
                             report.remounted += 1;
                         }
@@ -734,10 +742,6 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     };
     sysfs::remove_all_at(fd.as_fd(), name)
-}
-
-fn is_mount_point(path: &Path) -> Result<bool> {
-    Ok(crate::mount::mounts()?.iter().any(|m| m.target == path))
 }
 
 fn list_names(dir: &Path) -> Result<Vec<String>> {

@@ -447,15 +447,22 @@ impl Store {
         Ok(digest)
     }
 
+    /// Updates `last_used`, at most once a minute and without fsync: it only orders GC.
     fn touch(&self, record: &ImageRecord) -> Result<()> {
-        let record = ImageRecord {
-            last_used: now(),
-            ..record.clone()
-        };
-        self.write_record(&record)
+        let now = now();
+        if now.saturating_sub(record.last_used) < 60 {
+            return Ok(());
+        }
+        self.write_record(
+            &ImageRecord {
+                last_used: now,
+                ..record.clone()
+            },
+            false,
+        )
     }
 
-    fn write_record(&self, record: &ImageRecord) -> Result<()> {
+    fn write_record(&self, record: &ImageRecord, durable_write: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Source {
             source_name: "store".into(),
             why: format!("cannot encode image record: {e}"),
@@ -466,12 +473,12 @@ impl Store {
             .and_then(OsStr::to_str)
             .unwrap_or_default()
             .to_owned();
-        durable::write_file(
-            &self.dir.join(STAGING_DIR),
-            &self.dir.join(IMAGES_DIR),
-            &name,
-            &bytes,
-        )?;
+        let (staging, images) = (self.dir.join(STAGING_DIR), self.dir.join(IMAGES_DIR));
+        if durable_write {
+            durable::write_file(&staging, &images, &name, &bytes)?;
+        } else {
+            durable::write_file_relaxed(&staging, &images, &name, &bytes)?;
+        }
         Ok(())
     }
 
@@ -518,7 +525,7 @@ impl Store {
             pulled_at: now,
             last_used: now,
         };
-        self.write_record(&record)?;
+        self.write_record(&record, true)?;
         tracing::info!(image = %key, manifest = %record.manifest_digest, layers = unpacked.len(), "image stored");
         self.cached(key)?
             .ok_or_else(|| StoreError::NotFound(key.to_owned()))

@@ -415,23 +415,20 @@ pub fn fs_magic(path: &Path) -> io::Result<i64> {
 }
 
 /// Does the file system under `dir` report entry types in `readdir` (overlayfs needs
-/// d_type)? Checks with a temporary file.
+/// d_type)? Reads the entries already there; `dir` must hold at least one.
 pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
-    let probe = dir.join(format!(".d_type-probe-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&probe)?;
-    let result = (|| {
-        std::fs::write(probe.join("f"), b"")?;
-        let fd = open_dir(&probe)?;
-        for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
-            let entry = entry?;
-            if entry.file_name() == c"f" {
-                return Ok(entry.file_type() != FileType::Unknown);
-            }
+    let fd = open_dir(dir)?;
+    for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            return Ok(entry.file_type() != FileType::Unknown);
         }
-        Ok(false)
-    })();
-    let _ = std::fs::remove_dir_all(&probe);
-    result
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "cannot probe d_type in an empty directory",
+    ))
 }
 
 /// Clones `src` into `dst` sharing extents (FICLONE); fails where unsupported (ext4).
