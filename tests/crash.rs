@@ -159,7 +159,7 @@ fn killed_provisions_recover_cleanly() {
     let e = env();
     strata_ok(&e.root, &["pull", &e.image]);
     let points = [
-        "provision:recorded",
+        "provision:mounted",
         "provision:dirs",
         "provision:mounted",
         "provision:ready",
