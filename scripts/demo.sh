@@ -15,3 +15,9 @@ set -x
 set +x
 echo "unpacked layers (whiteouts stored as overlayfs reads them):"
 find "$root/store/layers" -path '*/rootfs/*' -printf '%M %p\n' | sed "s|$root/||"
+set -x
+rootfs=$("${strata[@]}" provision demo oci:examples/build/hello:latest | tail -1)
+ls -R "$rootfs"
+cat "$rootfs/usr/share/hello/greeting.txt"
+"${strata[@]}" containers
+"${strata[@]}" destroy demo
