@@ -467,3 +467,36 @@ fn concurrent_provisions_from_several_processes() {
     }
     assert!(mounts_under(&e.root).is_empty());
 }
+
+#[test]
+fn removal_never_empties_a_mount_it_could_not_unmount() {
+    require_root!();
+    // A bind mount of a directory on the same file system has the same st_dev: the
+    // removal must still stop at it (mount ids differ).
+    let tmp = tempfile::tempdir().unwrap();
+    let precious = tmp.path().join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("data"), b"keep me").unwrap();
+    let victim = tmp.path().join("victim/inner");
+    std::fs::create_dir_all(&victim).unwrap();
+    assert!(Command::new("mount")
+        .arg("--bind")
+        .arg(&precious)
+        .arg(&victim)
+        .status()
+        .unwrap()
+        .success());
+    let parent = std::fs::File::open(tmp.path()).unwrap();
+    let err = strata::sys::fs::remove_all_at(
+        std::os::fd::AsFd::as_fd(&parent),
+        std::ffi::OsStr::new("victim"),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy);
+    assert_eq!(std::fs::read(precious.join("data")).unwrap(), b"keep me");
+    assert!(Command::new("umount")
+        .arg(&victim)
+        .status()
+        .unwrap()
+        .success());
+}

@@ -176,8 +176,9 @@ pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 }
 
 /// Removes `name` in `dir`, recursively if it is a directory, through fds only: never
-/// follows a symlink, and never descends into another file system (a mount point is
-/// left in place and reported as `EBUSY`).
+/// follows a symlink, and never descends into another mount, even a bind mount of the
+/// same file system (mount ids are compared, not devices): a mount point is left in
+/// place and reported as `EBUSY`.
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let Some(stat) = stat_at(dir, name)? else {
         return Ok(());
@@ -185,20 +186,31 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     if file_type(&stat) != FileType::Directory {
         return unlink_at(dir, name);
     }
-    let parent_dev = stat_fd(dir)?.st_dev;
-    if stat.st_dev != parent_dev {
+    let mount = mount_id_at(dir, OsStr::new("."))?;
+    if mount_id_at(dir, name)? != mount {
         return Err(io::Error::new(
             io::ErrorKind::ResourceBusy,
             "refusing to remove a mount point",
         ));
     }
     let sub = open_dir_at(dir, name)?;
-    empty_dir(sub.as_fd(), stat.st_dev)?;
+    empty_dir(sub.as_fd(), mount)?;
     drop(sub);
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
 
-fn empty_dir(dir: BorrowedFd<'_>, dev: u64) -> io::Result<()> {
+/// The id of the mount `name` in `dir` is on (statx `STATX_MNT_ID`, Linux 5.8+).
+fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<u64> {
+    Ok(rustix::fs::statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )?
+    .stx_mnt_id)
+}
+
+fn empty_dir(dir: BorrowedFd<'_>, mount: u64) -> io::Result<()> {
     let names = list_dir(dir)?;
     for name in names {
         let name = OsStr::from_bytes(name.to_bytes());
@@ -206,14 +218,14 @@ fn empty_dir(dir: BorrowedFd<'_>, dev: u64) -> io::Result<()> {
             continue;
         };
         if file_type(&stat) == FileType::Directory {
-            if stat.st_dev != dev {
+            if mount_id_at(dir, name)? != mount {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
                     "refusing to descend into a mount point",
                 ));
             }
             let sub = open_dir_at(dir, name)?;
-            empty_dir(sub.as_fd(), dev)?;
+            empty_dir(sub.as_fd(), mount)?;
             drop(sub);
             rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
         } else {
