@@ -16,10 +16,7 @@ use strata::reference::ImageRef;
 use strata::store::{PullPolicy, Store, StoreOptions};
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let [mode, root, reference, backend, n] = args.as_slice() else {
         println!("usage: provision (cycles|populate) ROOT REF BACKEND N");
         return;
@@ -28,17 +25,8 @@ fn main() {
     let backend: BackendKind = backend.parse().unwrap();
     let image = ImageRef::parse(reference).unwrap();
     let store = Store::open(Path::new(root), StoreOptions::default()).unwrap();
-    let provisioner = Provisioner::new(
-        Path::new(root),
-        store,
-        Some(backend),
-        CrashPoints::default(),
-    )
-    .unwrap();
-    provisioner
-        .store()
-        .pull(&image, PullPolicy::Missing)
-        .unwrap();
+    let provisioner = Provisioner::new(Path::new(root), store, Some(backend), CrashPoints::default()).unwrap();
+    provisioner.store().pull(&image, PullPolicy::Missing).unwrap();
     match mode.as_str() {
         "cycles" => {
             let mut latencies = Vec::with_capacity(n);
@@ -46,9 +34,7 @@ fn main() {
             for i in 0..n {
                 let t = Instant::now();
                 let id: ContainerPath = format!("cycle-{i}").parse().unwrap();
-                provisioner
-                    .provision(&id, &image, Some(backend), PullPolicy::Missing)
-                    .unwrap();
+                provisioner.provision(&id, &image, Some(backend), PullPolicy::Missing).unwrap();
                 provisioner.destroy(&id).unwrap();
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
             }
@@ -66,14 +52,9 @@ fn main() {
             let start = Instant::now();
             for i in 0..n {
                 let id: ContainerPath = format!("pop-{i}").parse().unwrap();
-                provisioner
-                    .provision(&id, &image, Some(backend), PullPolicy::Missing)
-                    .unwrap();
+                provisioner.provision(&id, &image, Some(backend), PullPolicy::Missing).unwrap();
             }
-            println!(
-                "populated={n} backend={backend} seconds={:.3}",
-                start.elapsed().as_secs_f64()
-            );
+            println!("populated={n} backend={backend} seconds={:.3}", start.elapsed().as_secs_f64());
         }
         other => println!("unknown mode {other}"),
     }

@@ -13,6 +13,13 @@
 //!
 //! [unpack]
 //! allow_devices = false             # create device nodes from layers (root only)
+//!
+//! [registries."registry.example:5000"]
+//! insecure = false                  # plain HTTP / unverified TLS allowed (default true for loopback)
+//! ca_file = "/etc/strata/example-ca.pem"
+//! mirrors = ["mirror.example:5000"] # tried in order, then the registry itself
+//! username = "robot"
+//! password = "…"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +48,27 @@ pub struct Config {
     /// Unpacking permissions.
     #[serde(default)]
     pub unpack: Unpack,
+    /// Per-registry settings, keyed by `HOST[:PORT]` (`docker.io` for Docker Hub).
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RegistryConfig>,
+}
+
+/// `[registries."HOST[:PORT]"]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RegistryConfig {
+    /// Allow plain HTTP and unverified TLS. Default: false (true for 127.0.0.0/8 and localhost).
+    pub insecure: Option<bool>,
+    /// PEM file of extra CA certificates to trust for this registry.
+    pub ca_file: Option<PathBuf>,
+    /// Mirrors (`HOST[:PORT]`), tried in order before the registry itself.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// User name for this registry.
+    pub username: Option<String>,
+    /// Password for this registry (keep the file private).
+    pub password: Option<String>,
 }
 
 /// `[limits]`.
@@ -72,14 +100,9 @@ pub struct ConfigError {
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            why: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            why: e.to_string(),
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })
     }
 }
 
@@ -90,7 +113,7 @@ mod tests {
     #[test]
     fn parses_every_key_and_refuses_unknown() {
         let c: Config = toml::from_str(
-            "root='/r'\nplatform='linux/arm64'\nlocal_images_dir='/i'\nparallel_layers=3\n[limits]\nmax_layer_bytes=10\n[unpack]\nallow_devices=true\n",
+            "root='/r'\nplatform='linux/arm64'\nlocal_images_dir='/i'\nparallel_layers=3\n[limits]\nmax_layer_bytes=10\n[unpack]\nallow_devices=true\n[registries.'r:5000']\ninsecure=true\nmirrors=['m:1']\n",
         )
         .unwrap();
         assert_eq!(c.limits.max_layer_bytes, Some(10));

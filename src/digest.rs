@@ -38,9 +38,7 @@ pub enum DigestError {
 impl Digest {
     /// Builds a digest from the raw 32-byte sha256 output.
     pub fn from_sha256_bytes(bytes: &[u8]) -> Self {
-        Self {
-            hex: hex_encode(bytes),
-        }
+        Self { hex: hex_encode(bytes) }
     }
 
     /// Hashes a byte slice.
@@ -50,14 +48,8 @@ impl Digest {
 
     /// Parses a bare hex string (the form used in blob paths and `docker save` ids).
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() == SHA256_HEX_LEN
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self {
-                hex: hex.to_owned(),
-            })
+        if hex.len() == SHA256_HEX_LEN && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self { hex: hex.to_owned() })
         } else {
             Err(DigestError::BadHex(format!("{SHA256}:{hex}")))
         }
@@ -142,12 +134,7 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`; reading past `limit` bytes fails with [`io::ErrorKind::FileTooLarge`].
     pub fn new(inner: R, limit: u64) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-            limit,
-        }
+        Self { inner, hasher: Sha256::new(), count: 0, limit }
     }
 
     /// Bytes read so far.
@@ -176,10 +163,7 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
         if self.count > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                LimitExceeded { limit: self.limit },
-            ));
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, LimitExceeded { limit: self.limit }));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -219,10 +203,7 @@ pub fn read_bounded(reader: impl Read, limit: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     reader.take(limit + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::FileTooLarge,
-            format!("document exceeds {limit} bytes"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("document exceeds {limit} bytes")));
     }
     Ok(buf)
 }
@@ -242,20 +223,11 @@ mod tests {
     #[test]
     fn rejects_bad_digests() {
         let cases: &[(&str, bool)] = &[
-            (
-                "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-                true,
-            ),
-            (
-                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
-                false,
-            ),
+            ("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", true),
+            ("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", false),
             ("sha256:../../etc/passwd", false),
             ("sha512:e3b0", false),
-            (
-                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-                false,
-            ),
+            ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", false),
             ("sha256:e3b0", false),
             ("", false),
         ];

@@ -28,27 +28,12 @@ pub fn write_file(staging: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Resul
 /// Like [`write_file`] but without the fsyncs: still atomic (a reader sees the old or
 /// the new content), but a power cut may lose the update. For advisory data such as
 /// an image's last use.
-pub fn write_file_relaxed(
-    staging: &Path,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-) -> Result<(), SysError> {
+pub fn write_file_relaxed(staging: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SysError> {
     write_file_with(staging, dir, name, bytes, false)
 }
 
-fn write_file_with(
-    staging: &Path,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    sync: bool,
-) -> Result<(), SysError> {
-    let tmp_name = format!(
-        "{}.{}.tmp",
-        name.replace('/', "_"),
-        uuid::Uuid::new_v4().simple()
-    );
+fn write_file_with(staging: &Path, dir: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<(), SysError> {
+    let tmp_name = format!("{}.{}.tmp", name.replace('/', "_"), uuid::Uuid::new_v4().simple());
     let tmp = staging.join(&tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).context("create", &tmp)?;
@@ -58,13 +43,8 @@ fn write_file_with(
         }
         let staging_fd = sysfs::open_dir(staging).context("open", staging)?;
         let dir_fd = sysfs::open_dir(dir).context("open", dir)?;
-        sysfs::rename_replace(
-            staging_fd.as_fd(),
-            OsStr::new(&tmp_name),
-            dir_fd.as_fd(),
-            OsStr::new(name),
-        )
-        .context("rename", dir.join(name))?;
+        sysfs::rename_replace(staging_fd.as_fd(), OsStr::new(&tmp_name), dir_fd.as_fd(), OsStr::new(name))
+            .context("rename", dir.join(name))?;
         sysfs::fsync(dir_fd.as_fd()).context("fsync", dir)
     })();
     if result.is_err() {
@@ -81,19 +61,13 @@ pub fn commit_dir(staged: &Path, parent: &Path, name: &str) -> Result<Commit, Sy
     sysfs::syncfs(staged_fd.as_fd()).context("syncfs", staged)?;
     drop(staged_fd);
     let (Some(staged_parent), Some(staged_name)) = (staged.parent(), staged.file_name()) else {
-        return Err(SysError::new(
-            "commit",
-            staged,
-            std::io::Error::other("staged path has no parent"),
-        ));
+        return Err(SysError::new("commit", staged, std::io::Error::other("staged path has no parent")));
     };
     let from = sysfs::open_dir(staged_parent).context("open", staged_parent)?;
     let to = sysfs::open_dir(parent).context("open", parent)?;
     match sysfs::rename_noreplace(from.as_fd(), staged_name, to.as_fd(), OsStr::new(name)) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Ok(Commit::AlreadyPresent)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Commit::AlreadyPresent),
         Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(Commit::AlreadyPresent),
         Err(e) => return Err(SysError::new("rename", parent.join(name), e)),
     }
@@ -120,11 +94,7 @@ mod tests {
     #[test]
     fn commit_dir_never_replaces() {
         let t = tempfile::tempdir().unwrap();
-        let (s1, s2, dest) = (
-            t.path().join("s1"),
-            t.path().join("s2"),
-            t.path().join("dest"),
-        );
+        let (s1, s2, dest) = (t.path().join("s1"), t.path().join("s2"), t.path().join("dest"));
         for d in [&s1, &s2, &dest] {
             std::fs::create_dir_all(d).unwrap();
         }

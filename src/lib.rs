@@ -21,5 +21,6 @@ pub mod layer;
 pub mod mount;
 pub mod provisioner;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod sys;

@@ -30,19 +30,11 @@ impl Drop for Env {
 fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(&tmp.path().join("img"));
-    let base = tar(&[
-        Entry::file("etc/conf", b"base"),
-        Entry::file("gone", b"x"),
-        Entry::dir("d"),
-        Entry::file("d/f", b"1"),
-    ]);
+    let base =
+        tar(&[Entry::file("etc/conf", b"base"), Entry::file("gone", b"x"), Entry::dir("d"), Entry::file("d/f", b"1")]);
     let top = tar(&[Entry::whiteout("", "gone"), Entry::file("etc/conf", b"top")]);
     layout.add_image("v1", &[(base, Comp::Gzip), (top, Comp::Gzip)]);
-    Env {
-        root: tmp.path().join("root"),
-        image: format!("oci:{}:v1", layout.dir.display()),
-        _tmp: tmp,
-    }
+    Env { root: tmp.path().join("root"), image: format!("oci:{}:v1", layout.dir.display()), _tmp: tmp }
 }
 
 fn backend() -> &'static str {
@@ -55,11 +47,7 @@ fn backend() -> &'static str {
 
 fn strata_cmd(root: &Path, crash_at: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.arg("--root")
-        .arg(root)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.arg("--root").arg(root).args(args).stdout(Stdio::null()).stderr(Stdio::null());
     match crash_at {
         Some(point) => cmd.env("STRATA_CRASH_AT", point),
         None => cmd.env_remove("STRATA_CRASH_AT"),
@@ -79,40 +67,23 @@ fn run_and_kill(root: &Path, args: &[&str], delay: Duration) {
 struct Lcg(u64);
 impl Lcg {
     fn next_millis(&mut self, max: u64) -> Duration {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         Duration::from_micros((self.0 >> 33) % (max * 1000))
     }
 }
 
 /// The invariants after a recover.
 fn assert_consistent(e: &Env, trial: &str) {
-    let list: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
     let mut kept_rootfses = Vec::new();
     for c in list.as_array().unwrap() {
-        assert_eq!(
-            c["destroying"], false,
-            "{trial}: an interrupted destroy survived recover"
-        );
+        assert_eq!(c["destroying"], false, "{trial}: an interrupted destroy survived recover");
         let rootfses = c["rootfses"].as_array().unwrap();
-        assert!(
-            !rootfses.is_empty(),
-            "{trial}: a container dir without a rootfs survived: {c}"
-        );
+        assert!(!rootfses.is_empty(), "{trial}: a container dir without a rootfs survived: {c}");
         for r in rootfses {
-            assert_eq!(
-                r["record"]["state"], "ready",
-                "{trial}: a half-made rootfs survived: {r}"
-            );
+            assert_eq!(r["record"]["state"], "ready", "{trial}: a half-made rootfs survived: {r}");
             let path = PathBuf::from(r["path"].as_str().unwrap());
-            assert_eq!(
-                std::fs::read(path.join("etc/conf")).unwrap(),
-                b"top",
-                "{trial}: kept rootfs is broken"
-            );
+            assert_eq!(std::fs::read(path.join("etc/conf")).unwrap(), b"top", "{trial}: kept rootfs is broken");
             assert!(!path.join("gone").exists());
             kept_rootfses.push(path);
         }
@@ -121,79 +92,47 @@ fn assert_consistent(e: &Env, trial: &str) {
     mounts.sort();
     if backend() == "overlay" {
         kept_rootfses.sort();
-        assert_eq!(
-            mounts, kept_rootfses,
-            "{trial}: mounts and kept rootfses differ"
-        );
+        assert_eq!(mounts, kept_rootfses, "{trial}: mounts and kept rootfses differ");
     } else {
         assert!(mounts.is_empty());
     }
     // Every directory under containers/ belongs to a listed container.
-    let listed: Vec<String> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["container"].as_str().unwrap().to_owned())
-        .collect();
+    let listed: Vec<String> =
+        list.as_array().unwrap().iter().map(|c| c["container"].as_str().unwrap().to_owned()).collect();
     for entry in std::fs::read_dir(e.root.join("provisioner/containers")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(
-            listed.contains(&name),
-            "{trial}: stray container dir {name}"
-        );
+        assert!(listed.contains(&name), "{trial}: stray container dir {name}");
     }
     // The store still serves the image, complete, and staging is clean.
     strata_ok(&e.root, &["inspect", &e.image]);
     strata_ok(&e.root, &["pull", "--pull", "never", &e.image]);
-    assert_eq!(
-        std::fs::read_dir(e.root.join("store/staging"))
-            .unwrap()
-            .count(),
-        0,
-        "{trial}: staging not cleared"
-    );
+    assert_eq!(std::fs::read_dir(e.root.join("store/staging")).unwrap().count(), 0, "{trial}: staging not cleared");
 }
 
 #[test]
 fn killed_provisions_recover_cleanly() {
     let e = env();
     strata_ok(&e.root, &["pull", &e.image]);
-    let points = [
-        "provision:mounted",
-        "provision:dirs",
-        "provision:mounted",
-        "provision:ready",
-    ];
+    let points = ["provision:mounted", "provision:dirs", "provision:mounted", "provision:ready"];
     let mut rng = Lcg(7);
     for trial in 0..TRIALS {
         let id = format!("c{}", trial % 3);
         let label = if trial % 5 == 4 {
             let delay = rng.next_millis(15);
-            run_and_kill(
-                &e.root,
-                &["provision", &id, &e.image, "--backend", backend()],
-                delay,
-            );
+            run_and_kill(&e.root, &["provision", &id, &e.image, "--backend", backend()], delay);
             format!("trial {trial}: provision killed after {delay:?}")
         } else {
             let point = points[trial % points.len()];
-            let status = strata_cmd(
-                &e.root,
-                Some(point),
-                &["provision", &id, &e.image, "--backend", backend()],
-            )
-            .status()
-            .unwrap();
+            let status = strata_cmd(&e.root, Some(point), &["provision", &id, &e.image, "--backend", backend()])
+                .status()
+                .unwrap();
             assert!(!status.success(), "crash point {point} was not reached");
             format!("trial {trial}: provision killed at {point}")
         };
         strata_ok(&e.root, &["recover"]);
         assert_consistent(&e, &label);
         // the same id provisions again
-        let out = strata_ok(
-            &e.root,
-            &["provision", &id, &e.image, "--backend", backend()],
-        );
+        let out = strata_ok(&e.root, &["provision", &id, &e.image, "--backend", backend()]);
         assert!(Path::new(out.trim()).join("etc/conf").exists(), "{label}");
         if trial % 2 == 0 {
             strata_ok(&e.root, &["destroy", &id]);
@@ -205,37 +144,15 @@ fn killed_provisions_recover_cleanly() {
 fn killed_destroys_recover_cleanly() {
     let e = env();
     strata_ok(&e.root, &["pull", &e.image]);
-    let points = [
-        "destroy:marked",
-        "destroy:unmounted",
-        "destroy:rootfs",
-        "destroy:done",
-    ];
+    let points = ["destroy:marked", "destroy:unmounted", "destroy:rootfs", "destroy:done"];
     let mut rng = Lcg(11);
     for trial in 0..TRIALS {
         let id = format!("d{trial}");
-        strata_ok(
-            &e.root,
-            &["provision", &id, &e.image, "--backend", backend()],
-        );
-        strata_ok(
-            &e.root,
-            &["provision", &id, &e.image, "--backend", backend()],
-        );
+        strata_ok(&e.root, &["provision", &id, &e.image, "--backend", backend()]);
+        strata_ok(&e.root, &["provision", &id, &e.image, "--backend", backend()]);
         let nested = trial % 4 == 1;
         if nested {
-            strata_ok(
-                &e.root,
-                &[
-                    "provision",
-                    "kid",
-                    &e.image,
-                    "--backend",
-                    backend(),
-                    "--parent",
-                    &id,
-                ],
-            );
+            strata_ok(&e.root, &["provision", "kid", &e.image, "--backend", backend(), "--parent", &id]);
         }
         let label = if trial % 5 == 4 {
             let delay = rng.next_millis(10);
@@ -243,26 +160,18 @@ fn killed_destroys_recover_cleanly() {
             format!("trial {trial}: destroy killed after {delay:?}")
         } else {
             let point = points[trial % points.len()];
-            let status = strata_cmd(&e.root, Some(point), &["destroy", &id])
-                .status()
-                .unwrap();
+            let status = strata_cmd(&e.root, Some(point), &["destroy", &id]).status().unwrap();
             assert!(!status.success(), "crash point {point} was not reached");
             let dir = e.root.join("provisioner/containers").join(&id);
             strata_ok(&e.root, &["recover"]);
-            assert!(
-                !dir.exists(),
-                "trial {trial}: recover did not finish the destroy interrupted at {point}"
-            );
+            assert!(!dir.exists(), "trial {trial}: recover did not finish the destroy interrupted at {point}");
             format!("trial {trial}: destroy killed at {point}")
         };
         strata_ok(&e.root, &["recover"]);
         assert_consistent(&e, &label);
         // a destroy that was killed before it marked the container leaves it intact; either way it can go now
         strata_ok(&e.root, &["destroy", &id]);
-        strata_ok(
-            &e.root,
-            &["provision", &id, &e.image, "--backend", backend()],
-        );
+        strata_ok(&e.root, &["provision", &id, &e.image, "--backend", backend()]);
         strata_ok(&e.root, &["destroy", &id]);
     }
     assert!(strata::mount::mounts_under(&e.root).unwrap().is_empty());
@@ -277,12 +186,7 @@ fn killed_pulls_leave_no_half_layer() {
         let delay = rng.next_millis(8);
         run_and_kill(&root, &["pull", &e.image], delay);
         strata_ok(&root, &["recover"]);
-        assert_eq!(
-            std::fs::read_dir(root.join("store/staging"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(root.join("store/staging")).unwrap().count(), 0);
         // every layer dir present is complete: it has its record and its tree
         if let Ok(layers) = std::fs::read_dir(root.join("store/layers/sha256")) {
             for layer in layers {

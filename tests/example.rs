@@ -22,11 +22,9 @@ fn example_image_builds_reproducibly_and_pulls() {
     let root = tmp.path().join("root");
     let digest = common::strata_ok(&root, &["pull", &format!("oci:{}:latest", a.display())]);
     assert!(digest.trim().starts_with("sha256:"));
-    let inspect: serde_json::Value = serde_json::from_str(&common::strata_ok(
-        &root,
-        &["inspect", "--json", &format!("oci:{}:latest", a.display())],
-    ))
-    .unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&common::strata_ok(&root, &["inspect", "--json", &format!("oci:{}:latest", a.display())]))
+            .unwrap();
     assert_eq!(inspect["entrypoint"][0], "/bin/hello");
     assert_eq!(inspect["layers"].as_array().unwrap().len(), 2);
 }

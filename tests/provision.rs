@@ -60,26 +60,11 @@ fn env() -> Env {
     let root = tmp.path().join("root");
     let layers = layers();
     let mut layout = Layout::new(&tmp.path().join("img"));
-    layout.add_image(
-        "v1",
-        &[
-            (layers[0].clone(), Comp::Gzip),
-            (layers[1].clone(), Comp::Gzip),
-        ],
-    );
-    layout.add_image(
-        "single",
-        &[(tar(&[Entry::file("only", b"one layer")]), Comp::Gzip)],
-    );
+    layout.add_image("v1", &[(layers[0].clone(), Comp::Gzip), (layers[1].clone(), Comp::Gzip)]);
+    layout.add_image("single", &[(tar(&[Entry::file("only", b"one layer")]), Comp::Gzip)]);
     let image = format!("oci:{}:v1", layout.dir.display());
     let single = format!("oci:{}:single", layout.dir.display());
-    Env {
-        root,
-        image,
-        single,
-        layers,
-        _tmp: tmp,
-    }
+    Env { root, image, single, layers, _tmp: tmp }
 }
 
 fn provision(e: &Env, id: &str, image: &str, backend: &str) -> PathBuf {
@@ -94,37 +79,23 @@ fn mounts_under(root: &Path) -> Vec<PathBuf> {
 fn check_flattened(rootfs: &Path) {
     assert_eq!(std::fs::read(rootfs.join("etc/conf")).unwrap(), b"top");
     assert!(!rootfs.join("gone").exists(), "whiteout applied");
-    assert!(
-        !rootfs.join("opt/app/old").exists(),
-        "opaque dir hides the lower content"
-    );
+    assert!(!rootfs.join("opt/app/old").exists(), "opaque dir hides the lower content");
     assert_eq!(std::fs::read(rootfs.join("opt/app/new")).unwrap(), b"new");
     assert!(rootfs.join("file-then-dir").is_dir());
     assert!(!rootfs.join("file-then-dir/x").exists());
-    assert_eq!(
-        std::fs::read(rootfs.join("dir-then-file")).unwrap(),
-        b"now a file"
-    );
-    assert_eq!(
-        std::fs::read_link(rootfs.join("link")).unwrap(),
-        Path::new("etc/conf")
-    );
+    assert_eq!(std::fs::read(rootfs.join("dir-then-file")).unwrap(), b"now a file");
+    assert_eq!(std::fs::read_link(rootfs.join("link")).unwrap(), Path::new("etc/conf"));
 }
 
 #[test]
 fn copy_backend_flattens_with_whiteouts() {
     let e = env();
     let rootfs = provision(&e, "c1", &e.image, "copy");
-    assert!(rootfs.starts_with(
-        e.root
-            .join("provisioner/containers/c1/backends/copy/rootfses")
-    ));
+    assert!(rootfs.starts_with(e.root.join("provisioner/containers/c1/backends/copy/rootfses")));
     check_flattened(&rootfs);
     use std::os::unix::fs::MetadataExt;
-    let (a, b) = (
-        std::fs::metadata(rootfs.join("bin/tool")).unwrap(),
-        std::fs::metadata(rootfs.join("bin/tool2")).unwrap(),
-    );
+    let (a, b) =
+        (std::fs::metadata(rootfs.join("bin/tool")).unwrap(), std::fs::metadata(rootfs.join("bin/tool2")).unwrap());
     assert_eq!(a.ino(), b.ino(), "hardlinks stay hardlinks");
     assert_eq!(a.mode() & 0o7777, 0o4755);
     // writes stay private to the rootfs
@@ -140,50 +111,25 @@ fn overlay_backend_matches_copy_and_writes_to_upper_only() {
     require_root!();
     let e = env();
     let copy = provision(&e, "copy", &e.image, "copy");
-    let before: Vec<_> = e
-        .layers
-        .iter()
-        .map(|l| snapshot(&common::layer_rootfs(&e.root, l)))
-        .collect();
-    let out = strata_ok(
-        &e.root,
-        &[
-            "provision",
-            "--json",
-            "ov",
-            &e.image,
-            "--backend",
-            "overlay",
-        ],
-    );
+    let before: Vec<_> = e.layers.iter().map(|l| snapshot(&common::layer_rootfs(&e.root, l))).collect();
+    let out = strata_ok(&e.root, &["provision", "--json", "ov", &e.image, "--backend", "overlay"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rootfs = PathBuf::from(json["rootfs"].as_str().unwrap());
     assert_eq!(json["backend"], "overlay");
-    assert!(json["image_digest"]
-        .as_str()
-        .unwrap()
-        .starts_with("sha256:"));
+    assert!(json["image_digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(json["config"]["config"]["Entrypoint"][0], "/bin/sh");
     let upper = PathBuf::from(json["upper_dir"].as_str().unwrap());
     assert!(json["work_dir"].is_string());
     assert_eq!(mounts_under(&e.root), vec![rootfs.clone()]);
     check_flattened(&rootfs);
-    assert_eq!(
-        snapshot(&rootfs),
-        snapshot(&copy),
-        "overlay and copy give the same tree"
-    );
+    assert_eq!(snapshot(&rootfs), snapshot(&copy), "overlay and copy give the same tree");
 
     std::fs::write(rootfs.join("etc/conf"), b"changed").unwrap();
     std::fs::write(rootfs.join("added"), b"new file").unwrap();
     std::fs::remove_file(rootfs.join("opt/app/new")).unwrap();
     assert_eq!(std::fs::read(upper.join("added")).unwrap(), b"new file");
     assert_eq!(std::fs::read(upper.join("etc/conf")).unwrap(), b"changed");
-    let after: Vec<_> = e
-        .layers
-        .iter()
-        .map(|l| snapshot(&common::layer_rootfs(&e.root, l)))
-        .collect();
+    let after: Vec<_> = e.layers.iter().map(|l| snapshot(&common::layer_rootfs(&e.root, l))).collect();
     assert_eq!(before, after, "lower layers are never modified");
 
     assert_eq!(strata_ok(&e.root, &["destroy", "ov"]).trim(), "destroyed");
@@ -201,15 +147,8 @@ fn bind_backend_is_read_only_and_single_layer() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let o = strata(&e.root, &["provision", "b2", &e.image, "--backend", "bind"]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("single-layer"),
-        "{}",
-        common::stderr(&o)
-    );
-    assert!(
-        !e.root.join("provisioner/containers/b2").exists(),
-        "nothing created"
-    );
+    assert!(common::stderr(&o).contains("single-layer"), "{}", common::stderr(&o));
+    assert!(!e.root.join("provisioner/containers/b2").exists(), "nothing created");
     strata_ok(&e.root, &["destroy", "b"]);
     assert!(mounts_under(&e.root).is_empty());
 }
@@ -221,26 +160,10 @@ fn several_rootfses_nested_containers_and_listing() {
     let second = provision(&e, "p", &e.single, "copy");
     assert_ne!(first, second);
     let child = PathBuf::from(
-        strata_ok(
-            &e.root,
-            &[
-                "provision",
-                "kid",
-                &e.single,
-                "--backend",
-                "copy",
-                "--parent",
-                "p",
-            ],
-        )
-        .trim(),
+        strata_ok(&e.root, &["provision", "kid", &e.single, "--backend", "copy", "--parent", "p"]).trim(),
     );
-    assert!(child.starts_with(
-        e.root
-            .join("provisioner/containers/p/containers/kid/backends/copy/rootfses")
-    ));
-    let list: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
+    assert!(child.starts_with(e.root.join("provisioner/containers/p/containers/kid/backends/copy/rootfses")));
+    let list: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["container"], "p");
@@ -249,18 +172,7 @@ fn several_rootfses_nested_containers_and_listing() {
     assert_eq!(list[1]["rootfses"][0]["record"]["state"], "ready");
     let text = strata_ok(&e.root, &["containers"]);
     assert!(text.contains("p/kid"), "{text}");
-    let o = strata(
-        &e.root,
-        &[
-            "provision",
-            "orphan",
-            &e.single,
-            "--backend",
-            "copy",
-            "--parent",
-            "nobody",
-        ],
-    );
+    let o = strata(&e.root, &["provision", "orphan", &e.single, "--backend", "copy", "--parent", "nobody"]);
     assert!(common::stderr(&o).contains("parent container 'nobody' does not exist"));
     // destroying the parent takes the child first
     assert_eq!(strata_ok(&e.root, &["destroy", "p"]).trim(), "destroyed");
@@ -274,27 +186,16 @@ fn bad_ids_and_unknown_images_create_nothing() {
     for bad in ["a/b", "..", ".", "", &"x".repeat(256), "tab\there"] {
         let o = strata(&e.root, &["provision", bad, &e.image, "--backend", "copy"]);
         assert!(!o.status.success(), "{bad:?} accepted");
-        assert!(
-            common::stderr(&o).contains("container id"),
-            "{}",
-            common::stderr(&o)
-        );
+        assert!(common::stderr(&o).contains("container id"), "{}", common::stderr(&o));
         let o = strata(&e.root, &["destroy", bad]);
         assert!(!o.status.success());
     }
-    let o = strata(
-        &e.root,
-        &["provision", "c", "oci:/nonexistent:x", "--backend", "copy"],
-    );
+    let o = strata(&e.root, &["provision", "c", "oci:/nonexistent:x", "--backend", "copy"]);
     assert!(!o.status.success());
     let o = strata(&e.root, &["provision", "c", &e.image, "--backend", "zfs"]);
     assert!(common::stderr(&o).contains("unknown backend 'zfs'"));
     let containers = e.root.join("provisioner/containers");
-    assert_eq!(
-        std::fs::read_dir(&containers).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0, "nothing created");
 }
 
 #[test]
@@ -303,11 +204,7 @@ fn destroy_works_while_a_file_is_held_open() {
     let e = env();
     let rootfs = provision(&e, "busy", &e.image, "overlay");
     // MESOS-9196: a process inside the rootfs must not make destroy fail.
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .current_dir(&rootfs)
-        .spawn()
-        .unwrap();
+    let mut child = Command::new("sleep").arg("30").current_dir(&rootfs).spawn().unwrap();
     let held = std::fs::File::open(rootfs.join("etc/conf")).unwrap();
     assert_eq!(strata_ok(&e.root, &["destroy", "busy"]).trim(), "destroyed");
     assert!(mounts_under(&e.root).is_empty());
@@ -333,11 +230,8 @@ fn recover_keeps_alive_and_removes_orphans_and_half_made_rootfses() {
         format!(r#"{{"rootfs_id":"{half_id}","backend":"overlay","image":"x","manifest_digest":"sha256:{}","layers":[],"state":"provisioning","created":0}}"#, "0".repeat(64)),
     )
     .unwrap();
-    let report: serde_json::Value = serde_json::from_str(&strata_ok(
-        &e.root,
-        &["recover", "--json", "--alive", "alive,kept-too"],
-    ))
-    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&strata_ok(&e.root, &["recover", "--json", "--alive", "alive,kept-too"])).unwrap();
     assert_eq!(report["destroyed"], serde_json::json!(["orphan"]));
     assert_eq!(report["incomplete_rootfses_removed"], 1);
     assert!(!backend.join("rootfses").join(half_id).exists());
@@ -347,22 +241,15 @@ fn recover_keeps_alive_and_removes_orphans_and_half_made_rootfses() {
 
     // after a "reboot" (mount gone) a kept overlay rootfs is mounted again
     strata::mount::unmount_all_under(&alive).unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["recover", "--json"])).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["recover", "--json"])).unwrap();
     assert_eq!(report["remounted"], 1);
     check_flattened(&alive);
 
     // a stray mount under the root is undone
     let stray = e.root.join("provisioner/containers/alive/stray");
     std::fs::create_dir_all(&stray).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&stray)
-        .status()
-        .unwrap()
-        .success());
-    let report: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["recover", "--json"])).unwrap();
+    assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&stray).status().unwrap().success());
+    let report: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["recover", "--json"])).unwrap();
     assert_eq!(report["stray_mounts_unmounted"], 1);
     assert_eq!(mounts_under(&e.root), vec![alive]);
 }
@@ -371,24 +258,12 @@ fn recover_keeps_alive_and_removes_orphans_and_half_made_rootfses() {
 fn recover_refuses_rootfses_of_an_unusable_backend() {
     let e = env();
     provision(&e, "c", &e.image, "copy");
-    let odd = e
-        .root
-        .join("provisioner/containers/c/backends/aufs/rootfses/x");
+    let odd = e.root.join("provisioner/containers/c/backends/aufs/rootfses/x");
     std::fs::create_dir_all(&odd).unwrap();
     let o = strata(&e.root, &["recover", "--alive", "none"]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("aufs"),
-        "{}",
-        common::stderr(&o)
-    );
-    assert!(
-        odd.exists()
-            && e.root
-                .join("provisioner/containers/c/backends/copy")
-                .exists(),
-        "nothing deleted"
-    );
+    assert!(common::stderr(&o).contains("aufs"), "{}", common::stderr(&o));
+    assert!(odd.exists() && e.root.join("provisioner/containers/c/backends/copy").exists(), "nothing deleted");
 }
 
 #[test]
@@ -409,22 +284,10 @@ fn overlay_with_128_layers() {
         })
         .collect();
     layout.add_image("deep", &layers);
-    let out = strata_ok(
-        &root,
-        &[
-            "provision",
-            "deep",
-            &format!("oci:{}:deep", layout.dir.display()),
-            "--backend",
-            "overlay",
-        ],
-    );
+    let out =
+        strata_ok(&root, &["provision", "deep", &format!("oci:{}:deep", layout.dir.display()), "--backend", "overlay"]);
     let rootfs = PathBuf::from(out.trim());
-    assert_eq!(
-        std::fs::read(rootfs.join("top")).unwrap(),
-        b"127",
-        "top layer wins"
-    );
+    assert_eq!(std::fs::read(rootfs.join("top")).unwrap(), b"127", "top layer wins");
     assert_eq!(std::fs::read_dir(&rootfs).unwrap().count(), 129);
     strata_ok(&root, &["destroy", "deep"]);
     assert!(strata::mount::mounts_under(&root).unwrap().is_empty());
@@ -443,24 +306,16 @@ fn concurrent_provisions_from_several_processes() {
             .output()
     };
     let outputs: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = ["a", "b", "c", "d", "same", "same"]
-            .iter()
-            .map(|id| s.spawn(move || spawn(id).unwrap()))
-            .collect();
+        let handles: Vec<_> =
+            ["a", "b", "c", "d", "same", "same"].iter().map(|id| s.spawn(move || spawn(id).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for o in &outputs {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     // both provisions of the same id succeed, one after the other, each with its own rootfs
-    let list: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
-    let same = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["container"] == "same")
-        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["containers", "--json"])).unwrap();
+    let same = list.as_array().unwrap().iter().find(|c| c["container"] == "same").unwrap();
     assert_eq!(same["rootfses"].as_array().unwrap().len(), 2);
     for id in ["a", "b", "c", "d", "same"] {
         strata_ok(&e.root, &["destroy", id]);
@@ -479,24 +334,11 @@ fn removal_never_empties_a_mount_it_could_not_unmount() {
     std::fs::write(precious.join("data"), b"keep me").unwrap();
     let victim = tmp.path().join("victim/inner");
     std::fs::create_dir_all(&victim).unwrap();
-    assert!(Command::new("mount")
-        .arg("--bind")
-        .arg(&precious)
-        .arg(&victim)
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("mount").arg("--bind").arg(&precious).arg(&victim).status().unwrap().success());
     let parent = std::fs::File::open(tmp.path()).unwrap();
-    let err = strata::sys::fs::remove_all_at(
-        std::os::fd::AsFd::as_fd(&parent),
-        std::ffi::OsStr::new("victim"),
-    )
-    .unwrap_err();
+    let err =
+        strata::sys::fs::remove_all_at(std::os::fd::AsFd::as_fd(&parent), std::ffi::OsStr::new("victim")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy);
     assert_eq!(std::fs::read(precious.join("data")).unwrap(), b"keep me");
-    assert!(Command::new("umount")
-        .arg(&victim)
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("umount").arg(&victim).status().unwrap().success());
 }

@@ -9,8 +9,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use common::{
-    compress, docker_archive, layer_rootfs, legacy_docker_archive, sha256_hex, strata, strata_ok,
-    tar, xattr, Comp, Entry, Layout,
+    compress, docker_archive, layer_rootfs, legacy_docker_archive, sha256_hex, strata, strata_ok, tar, xattr, Comp,
+    Entry, Layout,
 };
 
 fn base_layer() -> Vec<u8> {
@@ -56,17 +56,11 @@ fn env() -> Env {
     let root = tmp.path().join("root");
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    Env {
-        root,
-        work,
-        _tmp: tmp,
-    }
+    Env { root, work, _tmp: tmp }
 }
 
 fn staging_is_empty(root: &Path) -> bool {
-    std::fs::read_dir(root.join("store/staging"))
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
+    std::fs::read_dir(root.join("store/staging")).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
 #[test]
@@ -74,23 +68,14 @@ fn pull_multi_layer_oci_layout() {
     let e = env();
     let (base, top) = (base_layer(), top_layer());
     let mut layout = Layout::new(&e.work.join("img"));
-    let manifest = layout.add_image(
-        "v1",
-        &[(base.clone(), Comp::Gzip), (top.clone(), Comp::Zstd)],
-    );
+    let manifest = layout.add_image("v1", &[(base.clone(), Comp::Gzip), (top.clone(), Comp::Zstd)]);
     let reference = format!("oci:{}:v1", layout.dir.display());
     let out = strata_ok(&e.root, &["pull", &reference]);
     assert_eq!(out.lines().last().unwrap(), manifest);
 
     let b = layer_rootfs(&e.root, &base);
-    assert_eq!(
-        std::fs::read(b.join("etc/os-release")).unwrap(),
-        b"ID=test\n"
-    );
-    assert_eq!(
-        std::fs::metadata(b.join("bin/su")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(std::fs::read(b.join("etc/os-release")).unwrap(), b"ID=test\n");
+    assert_eq!(std::fs::metadata(b.join("bin/su")).unwrap().mode() & 0o7777, 0o4755);
     assert_eq!(
         std::fs::metadata(b.join("bin/su")).unwrap().ino(),
         std::fs::metadata(b.join("bin/su-link")).unwrap().ino()
@@ -98,37 +83,17 @@ fn pull_multi_layer_oci_layout() {
     assert_eq!(xattr(&b.join("attr"), "user.k").as_deref(), Some(&b"v"[..]));
     let t = layer_rootfs(&e.root, &top);
     let wh = std::fs::symlink_metadata(t.join("usr/share/doc")).unwrap();
-    assert!(
-        wh.file_type().is_char_device() && wh.rdev() == 0,
-        "whiteout stored as 0/0 char device"
-    );
-    let opaque = if common::is_root() {
-        "trusted.overlay.opaque"
-    } else {
-        "user.overlay.opaque"
-    };
-    assert_eq!(
-        xattr(&t.join("opt/app"), opaque).as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(
-        xattr(&t.join("replace-me"), opaque).as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(
-        std::fs::read(t.join("becomes-file")).unwrap(),
-        b"now a file"
-    );
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout stored as 0/0 char device");
+    let opaque = if common::is_root() { "trusted.overlay.opaque" } else { "user.overlay.opaque" };
+    assert_eq!(xattr(&t.join("opt/app"), opaque).as_deref(), Some(&b"y"[..]));
+    assert_eq!(xattr(&t.join("replace-me"), opaque).as_deref(), Some(&b"y"[..]));
+    assert_eq!(std::fs::read(t.join("becomes-file")).unwrap(), b"now a file");
     assert!(staging_is_empty(&e.root));
 
     // images and inspect show it, by the same normalized key
     let images = strata_ok(&e.root, &["images"]);
-    assert!(
-        images.contains(&format!("oci:{}:v1", layout.dir.display())),
-        "{images}"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["images", "--json"])).unwrap();
+    assert!(images.contains(&format!("oci:{}:v1", layout.dir.display())), "{images}");
+    let json: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["images", "--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["layers"], 2);
     let inspect: serde_json::Value =
@@ -141,10 +106,7 @@ fn pull_multi_layer_oci_layout() {
     assert_eq!(inspect["workdir"], "/w");
     assert_eq!(inspect["user"], "1:2");
     assert_eq!(inspect["layers"][1]["compression"], "zstd");
-    assert_eq!(
-        inspect["layers"][0]["diff_id"],
-        format!("sha256:{}", sha256_hex(&base))
-    );
+    assert_eq!(inspect["layers"][0]["diff_id"], format!("sha256:{}", sha256_hex(&base)));
     let text = strata_ok(&e.root, &["inspect", &reference]);
     assert!(text.contains("Entrypoint:  [\"/bin/sh\"]"), "{text}");
 
@@ -153,11 +115,7 @@ fn pull_multi_layer_oci_layout() {
     other.add_image("latest", &[(base.clone(), Comp::Gzip)]);
     let before = std::fs::metadata(&b).unwrap().ino();
     strata_ok(&e.root, &["pull", &format!("oci:{}", other.dir.display())]);
-    assert_eq!(
-        std::fs::metadata(&b).unwrap().ino(),
-        before,
-        "shared layer unpacked once"
-    );
+    assert_eq!(std::fs::metadata(&b).unwrap().ino(), before, "shared layer unpacked once");
 
     // rmi forgets the image; the layers stay for gc
     strata_ok(&e.root, &["rmi", &reference]);
@@ -175,13 +133,7 @@ fn platform_is_chosen_from_an_index() {
     let amd = tar(&[Entry::file("arch", b"amd64")]);
     let arm = tar(&[Entry::file("arch", b"arm64")]);
     let mut layout = Layout::new(&e.work.join("multi"));
-    layout.add_index(
-        "v1",
-        &[
-            ("arm64", vec![(arm.clone(), Comp::Gzip)]),
-            ("amd64", vec![(amd.clone(), Comp::Gzip)]),
-        ],
-    );
+    layout.add_index("v1", &[("arm64", vec![(arm.clone(), Comp::Gzip)]), ("amd64", vec![(amd.clone(), Comp::Gzip)])]);
     let reference = format!("oci:{}:v1", layout.dir.display());
     strata_ok(&e.root, &["pull", "--platform", "linux/arm64", &reference]);
     assert!(layer_rootfs(&e.root, &arm).join("arch").exists());
@@ -190,23 +142,9 @@ fn platform_is_chosen_from_an_index() {
         serde_json::from_str(&strata_ok(&e.root, &["inspect", "--json", &reference])).unwrap();
     assert_eq!(inspect["platform"], "linux/arm64");
     assert!(inspect["index_digest"].is_string());
-    let o = strata(
-        &e.root,
-        &[
-            "pull",
-            "--pull",
-            "always",
-            "--platform",
-            "linux/s390x",
-            &reference,
-        ],
-    );
+    let o = strata(&e.root, &["pull", "--pull", "always", "--platform", "linux/s390x", &reference]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("no manifest for platform linux/s390x"),
-        "{}",
-        common::stderr(&o)
-    );
+    assert!(common::stderr(&o).contains("no manifest for platform linux/s390x"), "{}", common::stderr(&o));
 }
 
 #[test]
@@ -214,35 +152,13 @@ fn docker_archives_current_and_legacy() {
     let e = env();
     let (base, top) = (base_layer(), top_layer());
     let current = e.work.join("current.tar");
-    docker_archive(
-        &current,
-        "example.com/app:1.0",
-        &[base.clone(), top.clone()],
-    );
-    let out = strata_ok(
-        &e.root,
-        &["pull", &format!("docker-archive:{}", current.display())],
-    );
+    docker_archive(&current, "example.com/app:1.0", &[base.clone(), top.clone()]);
+    let out = strata_ok(&e.root, &["pull", &format!("docker-archive:{}", current.display())]);
     assert!(out.trim().starts_with("sha256:"));
     assert!(layer_rootfs(&e.root, &top).join("becomes-file").is_file());
-    strata_ok(
-        &e.root,
-        &[
-            "pull",
-            &format!("docker-archive:{}:example.com/app:1.0", current.display()),
-        ],
-    );
-    let o = strata(
-        &e.root,
-        &[
-            "pull",
-            &format!("docker-archive:{}:example.com/other:2", current.display()),
-        ],
-    );
-    assert!(
-        o.status.success(),
-        "a single-image archive serves any name, as Mesos' local puller does"
-    );
+    strata_ok(&e.root, &["pull", &format!("docker-archive:{}:example.com/app:1.0", current.display())]);
+    let o = strata(&e.root, &["pull", &format!("docker-archive:{}:example.com/other:2", current.display())]);
+    assert!(o.status.success(), "a single-image archive serves any name, as Mesos' local puller does");
 
     let legacy = e.work.join("legacy.tar");
     let l1 = tar(&[Entry::file("one", b"1")]);
@@ -253,11 +169,7 @@ fn docker_archives_current_and_legacy() {
     let inspect: serde_json::Value =
         serde_json::from_str(&strata_ok(&e.root, &["inspect", "--json", &reference])).unwrap();
     assert_eq!(inspect["layers"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        inspect["layers"][0]["diff_id"],
-        format!("sha256:{}", sha256_hex(&l1)),
-        "base layer first"
-    );
+    assert_eq!(inspect["layers"][0]["diff_id"], format!("sha256:{}", sha256_hex(&l1)), "base layer first");
     assert_eq!(inspect["env"][0], "LEGACY=1");
     assert!(layer_rootfs(&e.root, &l2).join("two").exists());
 }
@@ -268,40 +180,20 @@ fn local_image_directory_serves_docker_names() {
     let dir = e.work.join("images");
     std::fs::create_dir_all(&dir).unwrap();
     let layer = tar(&[Entry::file("hello", b"from the local dir")]);
-    legacy_docker_archive(
-        &dir.join("alpine.tar"),
-        "alpine",
-        "latest",
-        std::slice::from_ref(&layer),
-    );
+    legacy_docker_archive(&dir.join("alpine.tar"), "alpine", "latest", std::slice::from_ref(&layer));
     let config = e.work.join("strata.toml");
     std::fs::write(&config, format!("local_images_dir = '{}'\n", dir.display())).unwrap();
     let cfg = config.display().to_string();
     strata_ok(&e.root, &["--config", &cfg, "pull", "alpine"]);
     assert!(layer_rootfs(&e.root, &layer).join("hello").exists());
     // `alpine` and its normalized form are one cache entry
-    strata_ok(
-        &e.root,
-        &[
-            "--config",
-            &cfg,
-            "pull",
-            "--pull",
-            "never",
-            "docker.io/library/alpine:latest",
-        ],
-    );
-    let list: serde_json::Value =
-        serde_json::from_str(&strata_ok(&e.root, &["images", "--json"])).unwrap();
+    strata_ok(&e.root, &["--config", &cfg, "pull", "--pull", "never", "docker.io/library/alpine:latest"]);
+    let list: serde_json::Value = serde_json::from_str(&strata_ok(&e.root, &["images", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["reference"], "docker.io/library/alpine:latest");
     let o = strata(&e.root, &["--config", &cfg, "pull", "nothere:1"]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("nothere:1.tar"),
-        "{}",
-        common::stderr(&o)
-    );
+    assert!(common::stderr(&o).contains("nothere:1.tar"), "{}", common::stderr(&o));
 }
 
 #[test]
@@ -324,12 +216,9 @@ fn missing_layer_is_fetched_again() {
 fn bad_input_fails_cleanly_and_stores_nothing() {
     let e = env();
     // malformed references name the bad part
-    for (reference, part) in [
-        ("Upper/Case", "Upper"),
-        ("oci:", "OCI layout path"),
-        ("ftp://x/y", "ftp"),
-        ("a:b:c", "b:c"),
-    ] {
+    for (reference, part) in
+        [("Upper/Case", "Upper"), ("oci:", "OCI layout path"), ("ftp://x/y", "ftp"), ("a:b:c", "b:c")]
+    {
         let o = strata(&e.root, &["pull", reference]);
         assert!(!o.status.success());
         let err = common::stderr(&o);
@@ -354,57 +243,25 @@ fn bad_input_fails_cleanly_and_stores_nothing() {
 
     // a hostile layer
     let mut hostile = Layout::new(&e.work.join("hostile"));
-    hostile.add_image(
-        "latest",
-        &[(tar(&[Entry::file("../../escape", b"x")]), Comp::None)],
-    );
-    let o = strata(
-        &e.root,
-        &["pull", &format!("oci:{}", hostile.dir.display())],
-    );
+    hostile.add_image("latest", &[(tar(&[Entry::file("../../escape", b"x")]), Comp::None)]);
+    let o = strata(&e.root, &["pull", &format!("oci:{}", hostile.dir.display())]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("climbs out"),
-        "{}",
-        common::stderr(&o)
-    );
+    assert!(common::stderr(&o).contains("climbs out"), "{}", common::stderr(&o));
     assert!(staging_is_empty(&e.root));
 
     // a layer over the byte cap
     let mut big = Layout::new(&e.work.join("big"));
-    big.add_image(
-        "latest",
-        &[(tar(&[Entry::file("z", &vec![0u8; 1 << 20])]), Comp::Gzip)],
-    );
-    let o = strata(
-        &e.root,
-        &[
-            "pull",
-            "--max-layer-bytes",
-            "65536",
-            &format!("oci:{}", big.dir.display()),
-        ],
-    );
+    big.add_image("latest", &[(tar(&[Entry::file("z", &vec![0u8; 1 << 20])]), Comp::Gzip)]);
+    let o = strata(&e.root, &["pull", "--max-layer-bytes", "65536", &format!("oci:{}", big.dir.display())]);
     assert!(!o.status.success());
-    assert!(
-        common::stderr(&o).contains("exceeds the limit of 65536 bytes"),
-        "{}",
-        common::stderr(&o)
-    );
+    assert!(common::stderr(&o).contains("exceeds the limit of 65536 bytes"), "{}", common::stderr(&o));
     assert_eq!(strata_ok(&e.root, &["images", "--json"]).trim(), "[]");
 
     // not a layout; unknown tag; registry not configured
     let o = strata(&e.root, &["pull", &format!("oci:{}", e.work.display())]);
     assert!(common::stderr(&o).contains("not an OCI image layout"));
-    let o = strata(
-        &e.root,
-        &["pull", &format!("oci:{}:nope", layout.dir.display())],
-    );
-    assert!(
-        common::stderr(&o).contains("no image tagged 'nope'"),
-        "{}",
-        common::stderr(&o)
-    );
+    let o = strata(&e.root, &["pull", &format!("oci:{}:nope", layout.dir.display())]);
+    assert!(common::stderr(&o).contains("no image tagged 'nope'"), "{}", common::stderr(&o));
     assert!(staging_is_empty(&e.root));
 }
 

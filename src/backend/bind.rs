@@ -17,21 +17,13 @@ impl Backend for Bind {
         if layers.len() != 1 {
             return Err(BackendError::Unsupported {
                 backend: BackendKind::Bind,
-                why: format!(
-                    "it takes single-layer images only, this one has {} layers",
-                    layers.len()
-                ),
+                why: format!("it takes single-layer images only, this one has {} layers", layers.len()),
             });
         }
         Ok(())
     }
 
-    fn provision(
-        &self,
-        layers: &[PathBuf],
-        rootfs: &Path,
-        _scratch: &Path,
-    ) -> Result<(), BackendError> {
+    fn provision(&self, layers: &[PathBuf], rootfs: &Path, _scratch: &Path) -> Result<(), BackendError> {
         self.check(layers)?;
         sys::mount::bind_read_only(&layers[0], rootfs).context("bind mount", rootfs)?;
         sys::mount::make_slave_then_shared(rootfs).context("make shared", rootfs)?;

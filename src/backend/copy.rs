@@ -30,12 +30,7 @@ impl Backend for Copy {
         BackendKind::Copy
     }
 
-    fn provision(
-        &self,
-        layers: &[PathBuf],
-        rootfs: &Path,
-        _scratch: &Path,
-    ) -> Result<(), BackendError> {
+    fn provision(&self, layers: &[PathBuf], rootfs: &Path, _scratch: &Path) -> Result<(), BackendError> {
         for layer in layers {
             apply_layer(layer, rootfs)?;
         }
@@ -59,16 +54,10 @@ pub fn apply_layer(layer: &Path, target: &Path) -> Result<(), SysError> {
         links: Mutex::new(HashMap::new()),
         deferred_links: Mutex::new(Vec::new()),
         dirs: Mutex::new(Vec::new()),
-        queue: Mutex::new(Queue {
-            jobs: vec![PathBuf::new()],
-            pending: 1,
-            failed: None,
-        }),
+        queue: Mutex::new(Queue { jobs: vec![PathBuf::new()], pending: 1, failed: None }),
         wake: Condvar::new(),
     };
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, MAX_WORKERS);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_WORKERS);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| shared.work());
@@ -78,26 +67,19 @@ pub fn apply_layer(layer: &Path, target: &Path) -> Result<(), SysError> {
     if let Some(e) = queue.failed {
         return Err(e);
     }
-    let links = shared
-        .deferred_links
-        .into_inner()
-        .map_err(|_| poisoned(target))?;
+    let links = shared.deferred_links.into_inner().map_err(|_| poisoned(target))?;
     for (first, rel) in links {
         link_in_root(shared.target_root.as_fd(), target, &first, &rel)?;
     }
     let mut dirs = shared.dirs.into_inner().map_err(|_| poisoned(target))?;
     // Deepest first, so that a parent's times are set after its children's.
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
-    let copier = Copier {
-        root: target.to_owned(),
-        privileged: crate::sys::is_root(),
-    };
+    let copier = Copier { root: target.to_owned(), privileged: crate::sys::is_root() };
     for (rel, st) in dirs {
         let path = target.join(&rel);
-        let src = sysfs::resolve_dir_in_root(shared.layer_root.as_fd(), &rel, false)
-            .context("open", layer.join(&rel))?;
-        let dst = sysfs::resolve_dir_in_root(shared.target_root.as_fd(), &rel, false)
-            .context("open", &path)?;
+        let src =
+            sysfs::resolve_dir_in_root(shared.layer_root.as_fd(), &rel, false).context("open", layer.join(&rel))?;
+        let dst = sysfs::resolve_dir_in_root(shared.target_root.as_fd(), &rel, false).context("open", &path)?;
         let extra = if copier.privileged { 0 } else { 0o700 };
         copier.copy_metadata(src.as_fd(), dst.as_fd(), &st, &path, extra)?;
         sysfs::futimens(dst.as_fd(), time_of(&st)).context("utimens", &path)?;
@@ -109,11 +91,7 @@ pub fn apply_layer(layer: &Path, target: &Path) -> Result<(), SysError> {
 const MAX_WORKERS: usize = 4;
 
 fn poisoned(target: &Path) -> SysError {
-    SysError::new(
-        "copy",
-        target,
-        std::io::Error::other("a copy worker panicked"),
-    )
+    SysError::new("copy", target, std::io::Error::other("a copy worker panicked"))
 }
 
 struct Queue {
@@ -140,10 +118,7 @@ struct Shared {
 
 impl Shared {
     fn work(&self) {
-        let copier = Copier {
-            root: self.target.clone(),
-            privileged: self.privileged,
-        };
+        let copier = Copier { root: self.target.clone(), privileged: self.privileged };
         loop {
             let job = {
                 let Ok(mut queue) = self.queue.lock() else {
@@ -178,10 +153,9 @@ impl Shared {
     }
 
     fn apply_job(&self, copier: &Copier, rel: &Path) -> Result<(), SysError> {
-        let src =
-            sysfs::resolve_dir_in_root(self.layer_root.as_fd(), rel, false).context("open", rel)?;
-        let dst = sysfs::resolve_dir_in_root(self.target_root.as_fd(), rel, false)
-            .context("open", self.target.join(rel))?;
+        let src = sysfs::resolve_dir_in_root(self.layer_root.as_fd(), rel, false).context("open", rel)?;
+        let dst =
+            sysfs::resolve_dir_in_root(self.target_root.as_fd(), rel, false).context("open", self.target.join(rel))?;
         let subdirs = copier.apply_dir(src.as_fd(), dst.as_fd(), rel, self)?;
         if subdirs.is_empty() {
             return Ok(());
@@ -194,22 +168,13 @@ impl Shared {
     }
 }
 
-fn link_in_root(
-    root: BorrowedFd<'_>,
-    target: &Path,
-    first: &Path,
-    rel: &Path,
-) -> Result<(), SysError> {
-    let (Some(first_parent), Some(first_name), Some(parent), Some(name)) = (
-        first.parent(),
-        first.file_name(),
-        rel.parent(),
-        rel.file_name(),
-    ) else {
+fn link_in_root(root: BorrowedFd<'_>, target: &Path, first: &Path, rel: &Path) -> Result<(), SysError> {
+    let (Some(first_parent), Some(first_name), Some(parent), Some(name)) =
+        (first.parent(), first.file_name(), rel.parent(), rel.file_name())
+    else {
         return Ok(());
     };
-    let from = sysfs::resolve_dir_in_root(root, first_parent, true)
-        .context("resolve", target.join(first))?;
+    let from = sysfs::resolve_dir_in_root(root, first_parent, true).context("resolve", target.join(first))?;
     let to = sysfs::resolve_dir_in_root(root, parent, true).context("resolve", target.join(rel))?;
     sysfs::link_at(from.as_fd(), first_name, to.as_fd(), name).context("link", target.join(rel))
 }
@@ -225,10 +190,7 @@ fn is_whiteout(st: &Stat) -> bool {
 
 fn time_of(st: &Stat) -> Time {
     #[allow(clippy::unnecessary_cast)] // the field types differ by arch
-    Time {
-        secs: st.st_mtime as i64,
-        nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-    }
+    Time { secs: st.st_mtime as i64, nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0) }
 }
 
 impl Copier {
@@ -260,11 +222,7 @@ impl Copier {
             if kind == FileType::Directory {
                 self.prepare_subdir(src, dst, name, existing.as_ref(), &at(name))?;
                 let child = rel.join(name);
-                shared
-                    .dirs
-                    .lock()
-                    .map_err(|_| poisoned(&self.root))?
-                    .push((child.clone(), st));
+                shared.dirs.lock().map_err(|_| poisoned(&self.root))?.push((child.clone(), st));
                 subdirs.push(child);
                 continue;
             }
@@ -281,8 +239,7 @@ impl Copier {
                     let target = sysfs::read_link_at(src, name).context("readlink", at(name))?;
                     sysfs::symlink_at(&target, dst, name).context("symlink", at(name))?;
                     if self.privileged {
-                        sysfs::chown_at(dst, name, st.st_uid, st.st_gid)
-                            .context("chown", at(name))?;
+                        sysfs::chown_at(dst, name, st.st_uid, st.st_gid).context("chown", at(name))?;
                     }
                     sysfs::utimens_at(dst, name, time_of(&st)).context("utimens", at(name))?;
                 }
@@ -292,13 +249,10 @@ impl Copier {
                         FileType::CharacterDevice => SpecialKind::Char,
                         _ => SpecialKind::Block,
                     };
-                    let (major, minor) =
-                        (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-                    sysfs::mknod_at(dst, name, special, 0o600, major, minor)
-                        .context("mknod", at(name))?;
+                    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+                    sysfs::mknod_at(dst, name, special, 0o600, major, minor).context("mknod", at(name))?;
                     if self.privileged {
-                        sysfs::chown_at(dst, name, st.st_uid, st.st_gid)
-                            .context("chown", at(name))?;
+                        sysfs::chown_at(dst, name, st.st_uid, st.st_gid).context("chown", at(name))?;
                     }
                     sysfs::chmod_special_at(dst, name, st.st_mode).context("chmod", at(name))?;
                     sysfs::utimens_at(dst, name, time_of(&st)).context("utimens", at(name))?;
@@ -328,8 +282,7 @@ impl Copier {
                 let dir = sysfs::open_dir_at(dst, name).context("open", path)?;
                 for child in sysfs::list_dir(dir.as_fd()).context("list", path)? {
                     let child = OsString::from_vec(child.into_bytes());
-                    sysfs::remove_all_at(dir.as_fd(), &child)
-                        .context("remove", path.join(&child))?;
+                    sysfs::remove_all_at(dir.as_fd(), &child).context("remove", path.join(&child))?;
                 }
                 Ok(())
             }
@@ -359,11 +312,7 @@ impl Copier {
                 Some(first) => {
                     let pair = (first.clone(), relative);
                     drop(links);
-                    shared
-                        .deferred_links
-                        .lock()
-                        .map_err(|_| poisoned(&self.root))?
-                        .push(pair);
+                    shared.deferred_links.lock().map_err(|_| poisoned(&self.root))?.push(pair);
                     return Ok(());
                 }
                 None => {
@@ -395,9 +344,7 @@ impl Copier {
         }
         sysfs::fchmod(to, st.st_mode | extra_mode).context("chmod", path)?;
         if let Ok(names) = sysfs::flistxattr(from) {
-            for xattr in names
-                .iter()
-                .filter(|n| !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay."))
+            for xattr in names.iter().filter(|n| !n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay."))
             {
                 if let Ok(Some(value)) = sysfs::fgetxattr(from, xattr) {
                     if let Err(e) = sysfs::fsetxattr(to, xattr, &value) {

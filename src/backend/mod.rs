@@ -22,9 +22,7 @@ use crate::sys::SysError;
 pub use self::copy::apply_layer;
 
 /// The backends.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// Copy the layers into a private directory.
@@ -113,20 +111,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Builds the rootfs in `rootfs` (an empty directory) from `layers`, base first.
     /// `scratch` is a private directory for the backend's own state (overlay's
     /// upper and work dirs). On error the caller unmounts and removes both.
-    fn provision(
-        &self,
-        layers: &[PathBuf],
-        rootfs: &Path,
-        scratch: &Path,
-    ) -> Result<(), BackendError>;
+    fn provision(&self, layers: &[PathBuf], rootfs: &Path, scratch: &Path) -> Result<(), BackendError>;
 }
 
 /// Creates the backend `kind` if it can work with the store and provisioner dirs.
-pub fn probe(
-    kind: BackendKind,
-    store_dir: &Path,
-    provisioner_dir: &Path,
-) -> Result<Box<dyn Backend>, BackendError> {
+pub fn probe(kind: BackendKind, store_dir: &Path, provisioner_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
     let unusable = |why: String| BackendError::Unusable { backend: kind, why };
     match kind {
         BackendKind::Copy => Ok(Box::new(copy::Copy)),

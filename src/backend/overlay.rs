@@ -30,35 +30,20 @@ pub(super) fn check_usable(store_dir: &Path, provisioner_dir: &Path) -> Result<(
     if !sys::is_root() {
         return Err("overlay mounts need root".into());
     }
-    let filesystems = std::fs::read_to_string("/proc/filesystems")
-        .map_err(|e| format!("/proc/filesystems: {e}"))?;
-    if !filesystems
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some("overlay"))
-    {
+    let filesystems = std::fs::read_to_string("/proc/filesystems").map_err(|e| format!("/proc/filesystems: {e}"))?;
+    if !filesystems.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
         return Err("the kernel has no overlayfs".into());
     }
     for dir in [store_dir, provisioner_dir] {
         let magic = sys::fs::fs_magic(dir).map_err(|e| format!("statfs {}: {e}", dir.display()))?;
         if magic == OVERLAYFS_MAGIC {
-            return Err(format!(
-                "{} is on overlayfs, which cannot be stacked",
-                dir.display()
-            ));
+            return Err(format!("{} is on overlayfs, which cannot be stacked", dir.display()));
         }
         if magic == ZFS_MAGIC {
-            return Err(format!(
-                "{} is on zfs, which overlayfs does not support",
-                dir.display()
-            ));
+            return Err(format!("{} is on zfs, which overlayfs does not support", dir.display()));
         }
-        if !sys::fs::supports_d_type(dir)
-            .map_err(|e| format!("d_type probe in {}: {e}", dir.display()))?
-        {
-            return Err(format!(
-                "{} is on a file system without d_type",
-                dir.display()
-            ));
+        if !sys::fs::supports_d_type(dir).map_err(|e| format!("d_type probe in {}: {e}", dir.display()))? {
+            return Err(format!("{} is on a file system without d_type", dir.display()));
         }
     }
     Ok(())
@@ -73,21 +58,13 @@ impl Backend for Overlay {
         if layers.len() > MAX_LOWERS {
             return Err(BackendError::Unsupported {
                 backend: BackendKind::Overlay,
-                why: format!(
-                    "{} layers exceed overlayfs' limit of {MAX_LOWERS}",
-                    layers.len()
-                ),
+                why: format!("{} layers exceed overlayfs' limit of {MAX_LOWERS}", layers.len()),
             });
         }
         Ok(())
     }
 
-    fn provision(
-        &self,
-        layers: &[PathBuf],
-        rootfs: &Path,
-        scratch: &Path,
-    ) -> Result<(), BackendError> {
+    fn provision(&self, layers: &[PathBuf], rootfs: &Path, scratch: &Path) -> Result<(), BackendError> {
         self.check(layers)?;
         let (upper, work) = dirs(scratch);
         std::fs::create_dir_all(&upper).context("create", &upper)?;
@@ -99,8 +76,7 @@ impl Backend for Overlay {
             std::fs::create_dir_all(&empty).context("create", &empty)?;
             lowers.push(&empty);
         }
-        sys::mount::mount_overlay(&lowers, &upper, &work, rootfs)
-            .context("mount overlay", rootfs)?;
+        sys::mount::mount_overlay(&lowers, &upper, &work, rootfs).context("mount overlay", rootfs)?;
         sys::mount::make_slave_then_shared(rootfs).context("make shared", rootfs)?;
         Ok(())
     }

@@ -16,9 +16,7 @@ fn parse(reference: &str) -> Result<ImageRef> {
 pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(Some(args))?;
-    let image = store
-        .pull(&image_ref, args.pull)
-        .with_context(|| format!("failed to pull {image_ref}"))?;
+    let image = store.pull(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
     if ctx.json {
         print_json(&output::ImageSummary::new(&image))
     } else {
@@ -51,9 +49,7 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
 pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(None)?;
-    let image = store
-        .pull(&image_ref, PullPolicy::Never)
-        .with_context(|| format!("cannot inspect {image_ref}"))?;
+    let image = store.pull(&image_ref, PullPolicy::Never).with_context(|| format!("cannot inspect {image_ref}"))?;
     let details = output::ImageDetails::new(&image);
     if ctx.json {
         print_json(&details)
@@ -108,9 +104,8 @@ pub(crate) fn provision(
 pub(crate) fn destroy(ctx: &Context, container: &str, parent: Option<&str>) -> Result<()> {
     let container = container_path(container, parent)?;
     let provisioner = ctx.provisioner(None, None)?;
-    let outcome = provisioner
-        .destroy(&container)
-        .with_context(|| format!("failed to destroy container '{container}'"))?;
+    let outcome =
+        provisioner.destroy(&container).with_context(|| format!("failed to destroy container '{container}'"))?;
     let word = match outcome {
         Destroyed::Destroyed => "destroyed",
         Destroyed::NotFound => "not found",
@@ -133,17 +128,10 @@ pub(crate) fn containers(ctx: &Context) -> Result<()> {
 }
 
 pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
-    let alive = alive
-        .map(|ids| {
-            ids.iter()
-                .map(|id| id.parse::<ContainerPath>())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
+    let alive =
+        alive.map(|ids| ids.iter().map(|id| id.parse::<ContainerPath>()).collect::<Result<Vec<_>, _>>()).transpose()?;
     let provisioner = ctx.provisioner(None, None)?;
-    let report = provisioner
-        .recover(alive.as_deref())
-        .context("recover failed")?;
+    let report = provisioner.recover(alive.as_deref()).context("recover failed")?;
     if ctx.json {
         print_json(&report)
     } else {
@@ -166,10 +154,6 @@ pub(crate) fn version(ctx: &Context) -> Result<()> {
             &serde_json::json!({ "version": version, "target": std::env::consts::ARCH, "os": std::env::consts::OS }),
         )
     } else {
-        print_line(&format!(
-            "strata {version} ({}-{})",
-            std::env::consts::ARCH,
-            std::env::consts::OS
-        ))
+        print_line(&format!("strata {version} ({}-{})", std::env::consts::ARCH, std::env::consts::OS))
     }
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use strata::backend::BackendKind;
 use strata::config::Config;
 use strata::image::Platform;
 use strata::provisioner::{CrashPoints, Provisioner};
+use strata::registry::{Credentials, HostConfig, RegistryOptions};
 use strata::store::{PullPolicy, Store, StoreOptions};
 
 /// Turns image references into container root filesystems.
@@ -60,6 +62,13 @@ pub(crate) struct PullArgs {
     /// Cap on the uncompressed bytes of one layer [default: 64 GiB]
     #[arg(long, env = "STRATA_MAX_LAYER_BYTES", value_name = "N")]
     max_layer_bytes: Option<u64>,
+    /// Registry credentials for this call; without `:PASSWORD` the password is read from
+    /// $STRATA_REGISTRY_PASSWORD (keeps it out of the process list)
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    creds: Option<String>,
+    /// Verify TLS (false: also allow plain HTTP) for this call's registry
+    #[arg(long = "tls-verify", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,22 +137,44 @@ pub(crate) struct Context {
 impl Context {
     /// Opens the provisioner (and its store). `STRATA_CRASH_AT` names a crash point
     /// for the fault-injection tests.
-    pub(crate) fn provisioner(
-        &self,
-        args: Option<&PullArgs>,
-        backend: Option<&str>,
-    ) -> Result<Provisioner> {
+    pub(crate) fn provisioner(&self, args: Option<&PullArgs>, backend: Option<&str>) -> Result<Provisioner> {
         let store = self.store(args)?;
         let default = match backend.or(self.config.backend.as_deref()) {
             Some(name) => Some(name.parse::<BackendKind>()?),
             None => None,
         };
-        let crash = CrashPoints::at(
-            std::env::var("STRATA_CRASH_AT")
-                .ok()
-                .filter(|v| !v.is_empty()),
-        );
+        let crash = CrashPoints::at(std::env::var("STRATA_CRASH_AT").ok().filter(|v| !v.is_empty()));
         Ok(Provisioner::new(&self.root, store, default, crash)?)
+    }
+
+    fn registry_options(&self, args: Option<&PullArgs>) -> Result<RegistryOptions> {
+        let mut options = RegistryOptions::default();
+        for (host, c) in &self.config.registries {
+            let credentials = match (&c.username, &c.password) {
+                (Some(u), Some(p)) => Some(Credentials::Basic { username: u.clone(), password: p.clone() }),
+                (None, None) => None,
+                _ => anyhow::bail!("config file: registry {host} needs both username and password"),
+            };
+            options
+                .hosts
+                .insert(host.clone(), HostConfig::new(c.insecure, c.ca_file.clone(), c.mirrors.clone(), credentials));
+        }
+        options.docker_config = docker_config_path();
+        if let Some(args) = args {
+            if let Some(creds) = &args.creds {
+                let creds = if creds.contains(':') {
+                    creds.clone()
+                } else {
+                    let password = std::env::var("STRATA_REGISTRY_PASSWORD")
+                        .context("--creds USER without a password needs $STRATA_REGISTRY_PASSWORD")?;
+                    format!("{creds}:{password}")
+                };
+                options.call_credentials =
+                    Some(Credentials::parse_user_password(&creds).map_err(|e| anyhow::anyhow!("--creds: {e}"))?);
+            }
+            options.call_insecure = !args.tls_verify;
+        }
+        Ok(options)
     }
 
     /// Opens the store, with per-call overrides from `args`.
@@ -152,9 +183,7 @@ impl Context {
         if let Some(p) = &self.config.platform {
             options.platform = p.parse().context("config file: platform")?;
         }
-        options
-            .local_images_dir
-            .clone_from(&self.config.local_images_dir);
+        options.local_images_dir.clone_from(&self.config.local_images_dir);
         if let Some(n) = self.config.parallel_layers {
             options.parallel_layers = n;
         }
@@ -164,6 +193,8 @@ impl Context {
         if let Some(d) = self.config.unpack.allow_devices {
             options.unpack.allow_devices = d;
         }
+        options.registry = self.registry_options(args)?;
+        options.progress = progress::for_terminal();
         if let Some(args) = args {
             if let Some(p) = &args.platform {
                 options.platform = p.clone();
@@ -172,8 +203,7 @@ impl Context {
                 options.unpack.max_layer_bytes = n;
             }
         }
-        Store::open(&self.root, options)
-            .with_context(|| format!("cannot open the store under {}", self.root.display()))
+        Store::open(&self.root, options).with_context(|| format!("cannot open the store under {}", self.root.display()))
     }
 }
 
@@ -185,9 +215,7 @@ pub(crate) fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`strata images | head`): not a failure.
         Err(err)
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
         }
@@ -216,52 +244,35 @@ fn dedup_chain(chain: &[String]) -> Vec<String> {
 
 fn run(cli: Cli) -> Result<()> {
     if let Some(socket) = &cli.global.socket {
-        anyhow::bail!(
-            "cannot use --socket {}: the node daemon (strata serve) is not available yet",
-            socket.display()
-        );
+        anyhow::bail!("cannot use --socket {}: the node daemon (strata serve) is not available yet", socket.display());
     }
     let config = match &cli.global.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let root = cli
-        .global
-        .root
-        .clone()
-        .or_else(|| config.root.clone())
-        .unwrap_or_else(default_root);
-    let ctx = Context {
-        json: cli.global.json,
-        root,
-        config,
-    };
+    let root = cli.global.root.clone().or_else(|| config.root.clone()).unwrap_or_else(default_root);
+    let ctx = Context { json: cli.global.json, root, config };
     match cli.command {
         Command::Pull { reference, args } => commands::pull(&ctx, &reference, &args),
         Command::Images => commands::images(&ctx),
         Command::Inspect { reference } => commands::inspect(&ctx, &reference),
         Command::Rmi { reference } => commands::rmi(&ctx, &reference),
-        Command::Provision {
-            container,
-            reference,
-            backend,
-            parent,
-            args,
-        } => commands::provision(
-            &ctx,
-            &container,
-            &reference,
-            backend.as_deref(),
-            parent.as_deref(),
-            &args,
-        ),
-        Command::Destroy { container, parent } => {
-            commands::destroy(&ctx, &container, parent.as_deref())
+        Command::Provision { container, reference, backend, parent, args } => {
+            commands::provision(&ctx, &container, &reference, backend.as_deref(), parent.as_deref(), &args)
         }
+        Command::Destroy { container, parent } => commands::destroy(&ctx, &container, parent.as_deref()),
         Command::Containers => commands::containers(&ctx),
         Command::Recover { alive } => commands::recover(&ctx, alive.as_deref()),
         Command::Version => commands::version(&ctx),
     }
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
 }
 
 /// `/var/lib/strata` as root, else `$XDG_DATA_HOME/strata` (or `~/.local/share/strata`).

@@ -67,14 +67,7 @@ struct LayerDetails {
 
 impl ImageDetails {
     pub(crate) fn new(image: &Image) -> Self {
-        let RuntimeConfig {
-            entrypoint,
-            cmd,
-            env,
-            working_dir,
-            user,
-            ..
-        } = image.config.config.clone();
+        let RuntimeConfig { entrypoint, cmd, env, working_dir, user, .. } = image.config.config.clone();
         Self {
             reference: image.record.reference.clone(),
             digest: image.record.manifest_digest.to_string(),
@@ -123,18 +116,9 @@ pub(crate) fn print_line(line: &str) -> Result<()> {
 }
 
 pub(crate) fn print_images_table(images: &[ImageSummary]) -> Result<()> {
-    let width = images
-        .iter()
-        .map(|i| i.reference.len())
-        .max()
-        .unwrap_or(0)
-        .max("REFERENCE".len());
+    let width = images.iter().map(|i| i.reference.len()).max().unwrap_or(0).max("REFERENCE".len());
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<width$}  {:<19}  {:<12}  {:>6}  {:>10}",
-        "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE"
-    )?;
+    writeln!(out, "{:<width$}  {:<19}  {:<12}  {:>6}  {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE")?;
     for i in images {
         let short = i.digest.get(..19).unwrap_or(&i.digest);
         writeln!(
@@ -204,11 +188,7 @@ fn human_bytes(n: u64) -> String {
 
 pub(crate) fn print_containers(list: &[strata::provisioner::ContainerInfo]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<24}  {:<8}  {:<36}  {:<10}  IMAGE",
-        "CONTAINER", "BACKEND", "ROOTFS", "STATE"
-    )?;
+    writeln!(out, "{:<24}  {:<8}  {:<36}  {:<10}  IMAGE", "CONTAINER", "BACKEND", "ROOTFS", "STATE")?;
     for c in list {
         if c.rootfses.is_empty() {
             writeln!(
@@ -225,11 +205,7 @@ pub(crate) fn print_containers(list: &[strata::provisioner::ContainerInfo]) -> R
                 Some(rec) => (format!("{:?}", rec.state).to_lowercase(), rec.image.clone()),
                 None => ("incomplete".to_owned(), "-".to_owned()),
             };
-            let state = if c.destroying {
-                "destroying".to_owned()
-            } else {
-                state
-            };
+            let state = if c.destroying { "destroying".to_owned() } else { state };
             writeln!(
                 out,
                 "{:<24}  {:<8}  {:<36}  {:<10}  {image}",

@@ -37,49 +37,25 @@ pub struct ImageConfig {
 #[serde(rename_all = "PascalCase")]
 pub struct RuntimeConfig {
     /// `USER`: user[:group], names or ids.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
     pub user: String,
     /// `ENV`: `KEY=value` strings.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     /// `ENTRYPOINT`.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub entrypoint: Vec<String>,
     /// `CMD`.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub cmd: Vec<String>,
     /// `WORKDIR`.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
     pub working_dir: String,
     /// `STOPSIGNAL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     /// `LABEL`s.
-    #[serde(
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "std::collections::BTreeMap::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -94,19 +70,14 @@ pub struct RootFs {
     pub diff_ids: Vec<Digest>,
 }
 
-fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
-    d: D,
-) -> Result<T, D::Error> {
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ImageConfig {
     /// Parses config bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, DocumentError> {
-        serde_json::from_slice(bytes).map_err(|source| DocumentError::Json {
-            what: "image config",
-            source,
-        })
+        serde_json::from_slice(bytes).map_err(|source| DocumentError::Json { what: "image config", source })
     }
 }
 
@@ -128,9 +99,6 @@ mod tests {
 
     #[test]
     fn bad_diff_id_is_refused() {
-        assert!(
-            ImageConfig::parse(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#)
-                .is_err()
-        );
+        assert!(ImageConfig::parse(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#).is_err());
     }
 }

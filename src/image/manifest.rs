@@ -102,18 +102,13 @@ impl Document {
         if declared.is_some_and(|d| d.starts_with(media_type::DOCKER_SCHEMA1_PREFIX)) {
             return Err(DocumentError::Schema1);
         }
-        let raw: RawDocument =
-            serde_json::from_slice(bytes).map_err(|source| DocumentError::Json {
-                what: "manifest or index",
-                source,
-            })?;
+        let raw: RawDocument = serde_json::from_slice(bytes)
+            .map_err(|source| DocumentError::Json { what: "manifest or index", source })?;
         if raw.schema_version == Some(1) {
             return Err(DocumentError::Schema1);
         }
         if raw.schema_version != Some(2) {
-            return Err(DocumentError::Inconsistent(
-                "schemaVersion must be 2".into(),
-            ));
+            return Err(DocumentError::Inconsistent("schemaVersion must be 2".into()));
         }
         let own = raw.media_type.as_deref();
         if let (Some(own), Some(declared)) = (own, declared) {
@@ -127,9 +122,7 @@ impl Document {
         let looks_like_index = raw.manifests.is_some();
         let looks_like_manifest = raw.config.is_some() || raw.layers.is_some();
         if looks_like_index && looks_like_manifest {
-            return Err(DocumentError::Inconsistent(
-                "document has both 'manifests' and 'layers'/'config'".into(),
-            ));
+            return Err(DocumentError::Inconsistent("document has both 'manifests' and 'layers'/'config'".into()));
         }
         let is_index = match media_type {
             Some(m) if media_type::is_index(m) => true,
@@ -138,23 +131,18 @@ impl Document {
             None => looks_like_index,
         };
         if is_index {
-            let manifests = raw
-                .manifests
-                .ok_or_else(|| DocumentError::Inconsistent("index has no 'manifests'".into()))?;
+            let manifests =
+                raw.manifests.ok_or_else(|| DocumentError::Inconsistent("index has no 'manifests'".into()))?;
             return Ok(Self::Index(Index { manifests }));
         }
-        let config = raw
-            .config
-            .ok_or_else(|| DocumentError::Inconsistent("manifest has no 'config'".into()))?;
+        let config = raw.config.ok_or_else(|| DocumentError::Inconsistent("manifest has no 'config'".into()))?;
         if !media_type::is_config(&config.media_type) {
             return Err(DocumentError::UnsupportedMediaType(config.media_type));
         }
         let layers = raw.layers.unwrap_or_default();
         for layer in &layers {
             if Compression::of_layer_media_type(&layer.media_type).is_none() {
-                return Err(DocumentError::UnsupportedMediaType(
-                    layer.media_type.clone(),
-                ));
+                return Err(DocumentError::UnsupportedMediaType(layer.media_type.clone()));
             }
         }
         Ok(Self::Manifest(Manifest {
@@ -176,10 +164,7 @@ impl Index {
 
     /// The platforms this index offers, for error messages.
     pub fn platforms(&self) -> Vec<String> {
-        self.manifests
-            .iter()
-            .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
-            .collect()
+        self.manifests.iter().filter_map(|d| d.platform.as_ref().map(ToString::to_string)).collect()
     }
 }
 
@@ -191,9 +176,7 @@ mod tests {
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn manifest_json(media_type: Option<&str>) -> String {
-        let mt = media_type
-            .map(|m| format!(r#""mediaType":"{m}","#))
-            .unwrap_or_default();
+        let mt = media_type.map(|m| format!(r#""mediaType":"{m}","#)).unwrap_or_default();
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{}","digest":"{D1}","size":10}},
             "layers":[{{"mediaType":"{}","digest":"{D2}","size":20}}]}}"#,
@@ -204,14 +187,8 @@ mod tests {
 
     #[test]
     fn parses_manifest_and_index() {
-        let doc = Document::parse(
-            manifest_json(Some(media_type::OCI_MANIFEST)).as_bytes(),
-            None,
-        )
-        .unwrap();
-        let Document::Manifest(m) = doc else {
-            panic!("not a manifest")
-        };
+        let doc = Document::parse(manifest_json(Some(media_type::OCI_MANIFEST)).as_bytes(), None).unwrap();
+        let Document::Manifest(m) = doc else { panic!("not a manifest") };
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.layers[0].size, 20);
         let index = format!(
@@ -220,9 +197,7 @@ mod tests {
               {{"mediaType":"{0}","digest":"{D2}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
             media_type::OCI_MANIFEST
         );
-        let Document::Index(i) =
-            Document::parse(index.as_bytes(), Some(media_type::OCI_INDEX)).unwrap()
-        else {
+        let Document::Index(i) = Document::parse(index.as_bytes(), Some(media_type::OCI_INDEX)).unwrap() else {
             panic!("not an index")
         };
         let amd64 = i.select(&"linux/amd64".parse().unwrap()).unwrap();
@@ -233,9 +208,7 @@ mod tests {
     #[test]
     fn refuses_confusion_and_bad_input() {
         // declared as an index, shaped as a manifest
-        assert!(
-            Document::parse(manifest_json(None).as_bytes(), Some(media_type::OCI_INDEX)).is_err()
-        );
+        assert!(Document::parse(manifest_json(None).as_bytes(), Some(media_type::OCI_INDEX)).is_err());
         // own media type disagrees with the referrer's
         assert!(Document::parse(
             manifest_json(Some(media_type::OCI_MANIFEST)).as_bytes(),
@@ -244,10 +217,7 @@ mod tests {
         .is_err());
         let both = r#"{"schemaVersion":2,"manifests":[],"layers":[]}"#;
         assert!(Document::parse(both.as_bytes(), None).is_err());
-        assert!(matches!(
-            Document::parse(br#"{"schemaVersion":1}"#, None),
-            Err(DocumentError::Schema1)
-        ));
+        assert!(matches!(Document::parse(br#"{"schemaVersion":1}"#, None), Err(DocumentError::Schema1)));
         let negative = manifest_json(None).replace("\"size\":20", "\"size\":-1");
         assert!(Document::parse(negative.as_bytes(), None).is_err());
         assert!(Document::parse(b"not json", None).is_err());

@@ -34,11 +34,7 @@ impl Platform {
             other => other,
         };
         let variant = (architecture == "arm64").then(|| "v8".to_owned());
-        Self {
-            os: std::env::consts::OS.to_owned(),
-            architecture: architecture.to_owned(),
-            variant,
-        }
+        Self { os: std::env::consts::OS.to_owned(), architecture: architecture.to_owned(), variant }
     }
 
     /// Does an index entry's platform satisfy this wanted platform? A missing variant on
@@ -57,22 +53,14 @@ impl FromStr for Platform {
     type Err = PlatformError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        };
+        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Self {
-                os: (*os).into(),
-                architecture: (*arch).into(),
-                variant: None,
-            }),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Self {
-                os: (*os).into(),
-                architecture: (*arch).into(),
-                variant: Some((*variant).into()),
-            }),
+            [os, arch] if ok(os) && ok(arch) => {
+                Ok(Self { os: (*os).into(), architecture: (*arch).into(), variant: None })
+            }
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => {
+                Ok(Self { os: (*os).into(), architecture: (*arch).into(), variant: Some((*variant).into()) })
+            }
             _ => Err(PlatformError(s.to_owned())),
         }
     }

@@ -54,10 +54,8 @@ impl<R: Read> Decoder<R> {
             Compression::None => Self::Plain(buf),
             Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buf)),
             Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::with_buffer(buf)
-                    .map_err(|_| (compression, found))?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                    .map_err(|_| (compression, found))?;
+                let mut d = zstd::stream::read::Decoder::with_buffer(buf).map_err(|_| (compression, found))?;
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|_| (compression, found))?;
                 Self::Zstd(d)
             }
         };

@@ -83,27 +83,17 @@ impl Applier {
     }
 
     /// Applies one entry.
-    pub(crate) fn apply<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), UnpackError> {
+    pub(crate) fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry.path_bytes().into_owned();
         let path = normalize(&raw_path)?;
         self.apply_at(entry, &path).map_err(|e| e.at(&path))
     }
 
-    fn apply_at<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        path: &Path,
-    ) -> Result<(), UnpackError> {
+    fn apply_at<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -131,17 +121,12 @@ impl Applier {
                 let was_whiteout = existing.as_ref().is_some_and(is_whiteout);
                 if existing_type != Some(FileType::Directory) {
                     if existing.is_some() {
-                        sysfs::remove_all_at(dir, name)
-                            .map_err(|e| UnpackError::io("remove", e))?;
+                        sysfs::remove_all_at(dir, name).map_err(|e| UnpackError::io("remove", e))?;
                     }
                     sysfs::mkdir_at(dir, name, 0o700).map_err(|e| UnpackError::io("mkdir", e))?;
                 }
                 let fd = sysfs::open_dir_at(dir, name).map_err(|e| UnpackError::io("open", e))?;
-                let mode = if self.privileges.root {
-                    meta.mode
-                } else {
-                    meta.mode | 0o700
-                };
+                let mode = if self.privileges.root { meta.mode } else { meta.mode | 0o700 };
                 self.set_owner_mode_xattrs(fd.as_fd(), &meta, mode)?;
                 if was_whiteout {
                     // `.wh.X` then `X/` in one layer: the lower X is gone, this X starts empty.
@@ -151,12 +136,10 @@ impl Applier {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(dir, name, existing_type)?;
-                let mut file = sysfs::create_file_at(dir, name, 0o600)
-                    .map_err(|e| UnpackError::io("create", e))?;
+                let mut file = sysfs::create_file_at(dir, name, 0o600).map_err(|e| UnpackError::io("create", e))?;
                 copy(entry, &mut file, &mut self.buffer)?;
                 self.set_owner_mode_xattrs(file.as_fd(), &meta, meta.mode)?;
-                sysfs::futimens(file.as_fd(), meta.mtime)
-                    .map_err(|e| UnpackError::io("utimens", e))?;
+                sysfs::futimens(file.as_fd(), meta.mtime).map_err(|e| UnpackError::io("utimens", e))?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -164,19 +147,14 @@ impl Applier {
                     .ok_or_else(|| UnpackError::refused("symlink without a target"))?
                     .into_owned();
                 if target.is_empty() || target.contains(&0) {
-                    return Err(UnpackError::refused(
-                        "symlink target is empty or holds a NUL byte",
-                    ));
+                    return Err(UnpackError::refused("symlink target is empty or holds a NUL byte"));
                 }
                 self.clear(dir, name, existing_type)?;
-                sysfs::symlink_at(OsStr::from_bytes(&target), dir, name)
-                    .map_err(|e| UnpackError::io("symlink", e))?;
+                sysfs::symlink_at(OsStr::from_bytes(&target), dir, name).map_err(|e| UnpackError::io("symlink", e))?;
                 if self.privileges.root {
-                    sysfs::chown_at(dir, name, meta.uid, meta.gid)
-                        .map_err(|e| UnpackError::io("chown", e))?;
+                    sysfs::chown_at(dir, name, meta.uid, meta.gid).map_err(|e| UnpackError::io("chown", e))?;
                 }
-                sysfs::utimens_at(dir, name, meta.mtime)
-                    .map_err(|e| UnpackError::io("utimens", e))?;
+                sysfs::utimens_at(dir, name, meta.mtime).map_err(|e| UnpackError::io("utimens", e))?;
             }
             EntryType::Link => {
                 let target = entry
@@ -191,9 +169,7 @@ impl Applier {
                     EntryType::Block => SpecialKind::Block,
                     _ => SpecialKind::Fifo,
                 };
-                if special != SpecialKind::Fifo
-                    && !(self.privileges.root && self.privileges.devices)
-                {
+                if special != SpecialKind::Fifo && !(self.privileges.root && self.privileges.devices) {
                     tracing::warn!(entry = %path.display(), "skipping device node (devices are not allowed)");
                     self.stats.skipped += 1;
                     return Ok(());
@@ -201,21 +177,14 @@ impl Applier {
                 let major = header_number(entry.header().device_major())?;
                 let minor = header_number(entry.header().device_minor())?;
                 self.clear(dir, name, existing_type)?;
-                sysfs::mknod_at(dir, name, special, 0o600, major, minor)
-                    .map_err(|e| UnpackError::io("mknod", e))?;
+                sysfs::mknod_at(dir, name, special, 0o600, major, minor).map_err(|e| UnpackError::io("mknod", e))?;
                 if self.privileges.root {
-                    sysfs::chown_at(dir, name, meta.uid, meta.gid)
-                        .map_err(|e| UnpackError::io("chown", e))?;
+                    sysfs::chown_at(dir, name, meta.uid, meta.gid).map_err(|e| UnpackError::io("chown", e))?;
                 }
                 self.chmod_special(dir, name, meta.mode)?;
-                sysfs::utimens_at(dir, name, meta.mtime)
-                    .map_err(|e| UnpackError::io("utimens", e))?;
+                sysfs::utimens_at(dir, name, meta.mtime).map_err(|e| UnpackError::io("utimens", e))?;
             }
-            other => {
-                return Err(UnpackError::refused(format!(
-                    "unsupported tar entry type {other:?}"
-                )))
-            }
+            other => return Err(UnpackError::refused(format!("unsupported tar entry type {other:?}"))),
         }
         self.stats.entries += 1;
         Ok(())
@@ -227,15 +196,8 @@ impl Applier {
         if kind != EntryType::Directory {
             return Err(UnpackError::refused("entry would replace the layer root"));
         }
-        let mode = if self.privileges.root {
-            meta.mode
-        } else {
-            meta.mode | 0o700
-        };
-        let root = self
-            .root
-            .try_clone()
-            .map_err(|e| UnpackError::io("dup", e))?;
+        let mode = if self.privileges.root { meta.mode } else { meta.mode | 0o700 };
+        let root = self.root.try_clone().map_err(|e| UnpackError::io("dup", e))?;
         self.set_owner_mode_xattrs(root.as_fd(), meta, mode)?;
         self.dir_times.push((PathBuf::new(), meta.mtime));
         self.stats.entries += 1;
@@ -287,9 +249,7 @@ impl Applier {
     ) -> Result<(), UnpackError> {
         match existing {
             None => Ok(()),
-            Some(FileType::Directory) => {
-                sysfs::remove_all_at(dir, name).map_err(|e| UnpackError::io("remove", e))
-            }
+            Some(FileType::Directory) => sysfs::remove_all_at(dir, name).map_err(|e| UnpackError::io("remove", e)),
             Some(_) => sysfs::unlink_at(dir, name).map_err(|e| UnpackError::io("unlink", e)),
         }
     }
@@ -305,26 +265,15 @@ impl Applier {
         let (Some(target_parent), Some(target_name)) = (target.parent(), target.file_name()) else {
             return Err(UnpackError::refused("hardlink to the layer root"));
         };
-        let target_dir = sysfs::resolve_dir_in_root(self.root.as_fd(), target_parent, true)
-            .map_err(|e| {
-                UnpackError::refused(format!(
-                    "hardlink target '{}' not found in this layer: {e}",
-                    target.display()
-                ))
-            })?;
-        let target_stat = sysfs::stat_at(target_dir.as_fd(), target_name)
-            .map_err(|e| UnpackError::io("stat", e))?
-            .ok_or_else(|| {
-                UnpackError::refused(format!(
-                    "hardlink target '{}' not found in this layer",
-                    target.display()
-                ))
-            })?;
+        let target_dir = sysfs::resolve_dir_in_root(self.root.as_fd(), target_parent, true).map_err(|e| {
+            UnpackError::refused(format!("hardlink target '{}' not found in this layer: {e}", target.display()))
+        })?;
+        let target_stat =
+            sysfs::stat_at(target_dir.as_fd(), target_name).map_err(|e| UnpackError::io("stat", e))?.ok_or_else(
+                || UnpackError::refused(format!("hardlink target '{}' not found in this layer", target.display())),
+            )?;
         if sysfs::file_type(&target_stat) == FileType::Directory {
-            return Err(UnpackError::refused(format!(
-                "hardlink target '{}' is a directory",
-                target.display()
-            )));
+            return Err(UnpackError::refused(format!("hardlink target '{}' is a directory", target.display())));
         }
         if let Some(here) = sysfs::stat_at(dir, name).map_err(|e| UnpackError::io("stat", e))? {
             if here.st_ino == target_stat.st_ino && here.st_dev == target_stat.st_dev {
@@ -332,8 +281,7 @@ impl Applier {
             }
         }
         self.clear(dir, name, existing)?;
-        sysfs::link_at(target_dir.as_fd(), target_name, dir, name)
-            .map_err(|e| UnpackError::io("link", e))
+        sysfs::link_at(target_dir.as_fd(), target_name, dir, name).map_err(|e| UnpackError::io("link", e))
     }
 
     /// `.wh.NAME`: store a 0/0 char device NAME, unless this layer itself has NAME
@@ -343,8 +291,7 @@ impl Applier {
         let dir = self.ensure_dir(parent)?;
         match sysfs::stat_at(dir.as_fd(), target).map_err(|e| UnpackError::io("stat", e))? {
             Some(st) if sysfs::file_type(&st) == FileType::Directory => {
-                let fd = sysfs::open_dir_at(dir.as_fd(), target)
-                    .map_err(|e| UnpackError::io("open", e))?;
+                let fd = sysfs::open_dir_at(dir.as_fd(), target).map_err(|e| UnpackError::io("open", e))?;
                 self.set_opaque(fd.as_fd())?;
             }
             Some(_) => {}
@@ -368,8 +315,7 @@ impl Applier {
     }
 
     fn set_opaque(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), UnpackError> {
-        sysfs::fsetxattr(fd, self.opaque_xattr, b"y")
-            .map_err(|e| UnpackError::io("set opaque xattr", e))
+        sysfs::fsetxattr(fd, self.opaque_xattr, b"y").map_err(|e| UnpackError::io("set opaque xattr", e))
     }
 
     fn set_owner_mode_xattrs(
@@ -393,12 +339,7 @@ impl Applier {
         Ok(())
     }
 
-    fn chmod_special(
-        &self,
-        dir: std::os::fd::BorrowedFd<'_>,
-        name: &OsStr,
-        mode: u32,
-    ) -> Result<(), UnpackError> {
+    fn chmod_special(&self, dir: std::os::fd::BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), UnpackError> {
         sysfs::chmod_special_at(dir, name, mode).map_err(|e| UnpackError::io("chmod", e))
     }
 
@@ -406,10 +347,8 @@ impl Applier {
     pub(crate) fn finish(&mut self) -> Result<(), UnpackError> {
         for (path, time) in std::mem::take(&mut self.dir_times) {
             let result = match (path.parent(), path.file_name()) {
-                (Some(parent), Some(name)) => {
-                    sysfs::resolve_dir_in_root(self.root.as_fd(), parent, true)
-                        .and_then(|dir| sysfs::utimens_at(dir.as_fd(), name, time))
-                }
+                (Some(parent), Some(name)) => sysfs::resolve_dir_in_root(self.root.as_fd(), parent, true)
+                    .and_then(|dir| sysfs::utimens_at(dir.as_fd(), name, time)),
                 _ => sysfs::futimens(self.root.as_fd(), time),
             };
             match result {
@@ -448,9 +387,7 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<PathBuf, UnpackError> {
             }
             Component::Normal(name) => {
                 if name.len() > MAX_NAME_LEN {
-                    return Err(UnpackError::refused(
-                        "a path component is longer than NAME_MAX",
-                    ));
+                    return Err(UnpackError::refused("a path component is longer than NAME_MAX"));
                 }
                 out.push(name);
             }
@@ -461,31 +398,24 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<PathBuf, UnpackError> {
 }
 
 fn header_number(n: io::Result<Option<u32>>) -> Result<u32, UnpackError> {
-    n.map_err(|e| UnpackError::refused(format!("bad header field: {e}")))
-        .map(Option::unwrap_or_default)
+    n.map_err(|e| UnpackError::refused(format!("bad header field: {e}"))).map(Option::unwrap_or_default)
 }
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, UnpackError> {
     let header = entry.header();
-    let bad =
-        |what: &str, e: io::Error| UnpackError::refused(format!("bad {what} in tar header: {e}"));
+    let bad = |what: &str, e: io::Error| UnpackError::refused(format!("bad {what} in tar header: {e}"));
     let mode = header.mode().map_err(|e| bad("mode", e))?;
     let mut uid = u32::try_from(header.uid().map_err(|e| bad("uid", e))?)
         .map_err(|_| UnpackError::refused("uid out of range"))?;
     let mut gid = u32::try_from(header.gid().map_err(|e| bad("gid", e))?)
         .map_err(|_| UnpackError::refused("gid out of range"))?;
     let secs = header.mtime().map_err(|e| bad("mtime", e))?;
-    let mut mtime = Time {
-        secs: i64::try_from(secs).unwrap_or(i64::MAX),
-        nanos: 0,
-    };
+    let mut mtime = Time { secs: i64::try_from(secs).unwrap_or(i64::MAX), nanos: 0 };
     let mut xattrs = Vec::new();
     if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX header", e))? {
         for ext in pax {
             let ext = ext.map_err(|e| bad("PAX record", e))?;
-            let key = ext
-                .key()
-                .map_err(|_| UnpackError::refused("PAX key is not UTF-8"))?;
+            let key = ext.key().map_err(|_| UnpackError::refused("PAX key is not UTF-8"))?;
             let value = ext.value_bytes();
             match key {
                 "uid" => uid = parse_pax_id(value)?,
@@ -503,13 +433,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, UnpackError
             }
         }
     }
-    Ok(Meta {
-        mode,
-        uid,
-        gid,
-        mtime,
-        xattrs,
-    })
+    Ok(Meta { mode, uid, gid, mtime, xattrs })
 }
 
 fn parse_pax_id(value: &[u8]) -> Result<u32, UnpackError> {
@@ -531,19 +455,12 @@ fn parse_pax_time(value: &[u8]) -> Result<Time, UnpackError> {
     let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
     let nanos: u32 = digits.parse().map_err(|_| bad())?;
     if secs < 0 && nanos > 0 {
-        return Ok(Time {
-            secs: secs - 1,
-            nanos: 1_000_000_000 - nanos,
-        });
+        return Ok(Time { secs: secs - 1, nanos: 1_000_000_000 - nanos });
     }
     Ok(Time { secs, nanos })
 }
 
-fn copy<R: Read>(
-    from: &mut R,
-    to: &mut std::fs::File,
-    buffer: &mut [u8],
-) -> Result<(), UnpackError> {
+fn copy<R: Read>(from: &mut R, to: &mut std::fs::File, buffer: &mut [u8]) -> Result<(), UnpackError> {
     loop {
         let n = match from.read(buffer) {
             Ok(0) => return Ok(()),
@@ -551,8 +468,7 @@ fn copy<R: Read>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(UnpackError::io("read layer", e)),
         };
-        to.write_all(&buffer[..n])
-            .map_err(|e| UnpackError::io("write", e))?;
+        to.write_all(&buffer[..n]).map_err(|e| UnpackError::io("write", e))?;
     }
 }
 
@@ -563,10 +479,7 @@ mod tests {
     #[test]
     fn normalizes_paths() {
         assert_eq!(normalize(b"./a/b/").unwrap(), PathBuf::from("a/b"));
-        assert_eq!(
-            normalize(b"/etc/passwd").unwrap(),
-            PathBuf::from("etc/passwd")
-        );
+        assert_eq!(normalize(b"/etc/passwd").unwrap(), PathBuf::from("etc/passwd"));
         assert_eq!(normalize(b"./").unwrap(), PathBuf::new());
         assert!(normalize(b"../x").is_err());
         assert!(normalize(b"a/../../x").is_err());
@@ -576,21 +489,9 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(
-            parse_pax_time(b"1700000000.5").unwrap(),
-            Time {
-                secs: 1_700_000_000,
-                nanos: 500_000_000
-            }
-        );
+        assert_eq!(parse_pax_time(b"1700000000.5").unwrap(), Time { secs: 1_700_000_000, nanos: 500_000_000 });
         assert_eq!(parse_pax_time(b"12").unwrap(), Time { secs: 12, nanos: 0 });
-        assert_eq!(
-            parse_pax_time(b"-1.25").unwrap(),
-            Time {
-                secs: -2,
-                nanos: 750_000_000
-            }
-        );
+        assert_eq!(parse_pax_time(b"-1.25").unwrap(), Time { secs: -2, nanos: 750_000_000 });
         assert!(parse_pax_time(b"x").is_err());
     }
 }

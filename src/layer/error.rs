@@ -69,9 +69,7 @@ pub enum UnpackErrorKind {
 
 impl UnpackError {
     pub(crate) fn new(kind: UnpackErrorKind) -> Self {
-        Self {
-            inner: Box::new(Inner { entry: None, kind }),
-        }
+        Self { inner: Box::new(Inner { entry: None, kind }) }
     }
 
     pub(crate) fn refused(why: impl Into<String>) -> Self {
@@ -91,19 +89,12 @@ impl UnpackError {
     /// Reinterprets a cap hit at `blob_size` as the blob being longer than declared.
     pub(crate) fn blob_overrun(self, blob_size: Option<u64>, max_layer_bytes: u64) -> Self {
         match (&self.inner.kind, blob_size) {
-            (UnpackErrorKind::TooLarge { limit }, Some(size))
-                if *limit == size && size != max_layer_bytes =>
-            {
-                Self {
-                    inner: Box::new(Inner {
-                        entry: self.inner.entry,
-                        kind: UnpackErrorKind::SizeMismatch {
-                            expected: size,
-                            actual: size + 1,
-                        },
-                    }),
-                }
-            }
+            (UnpackErrorKind::TooLarge { limit }, Some(size)) if *limit == size && size != max_layer_bytes => Self {
+                inner: Box::new(Inner {
+                    entry: self.inner.entry,
+                    kind: UnpackErrorKind::SizeMismatch { expected: size, actual: size + 1 },
+                }),
+            },
             _ => self,
         }
     }
@@ -142,25 +133,16 @@ impl fmt::Display for UnpackError {
                 write!(f, "blob digest mismatch: expected {expected}, got {actual}")
             }
             UnpackErrorKind::SizeMismatch { expected, actual } => {
-                write!(
-                    f,
-                    "blob size mismatch: expected {expected} bytes, got {actual}"
-                )
+                write!(f, "blob size mismatch: expected {expected} bytes, got {actual}")
             }
             UnpackErrorKind::DiffIdMismatch { expected, actual } => {
                 write!(f, "diff_id mismatch: the config says {expected}, the uncompressed layer is {actual}")
             }
             UnpackErrorKind::TooLarge { limit } => {
-                write!(
-                    f,
-                    "uncompressed layer exceeds the limit of {limit} bytes (max_layer_bytes)"
-                )
+                write!(f, "uncompressed layer exceeds the limit of {limit} bytes (max_layer_bytes)")
             }
             UnpackErrorKind::CompressionMismatch { declared, found } => {
-                write!(
-                    f,
-                    "media type declares {declared:?} compression but the blob is {found:?}"
-                )
+                write!(f, "media type declares {declared:?} compression but the blob is {found:?}")
             }
             UnpackErrorKind::Refused(why) => f.write_str(why),
         }

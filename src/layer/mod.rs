@@ -40,10 +40,7 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self {
-            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
-            allow_devices: false,
-        }
+        Self { max_layer_bytes: DEFAULT_MAX_LAYER_BYTES, allow_devices: false }
     }
 }
 
@@ -102,8 +99,7 @@ pub fn unpack(
     dest: &Path,
     options: &UnpackOptions,
 ) -> Result<Unpacked, UnpackError> {
-    unpack_stream(blob, expected, dest, options)
-        .map_err(|e| e.blob_overrun(expected.size, options.max_layer_bytes))
+    unpack_stream(blob, expected, dest, options).map_err(|e| e.blob_overrun(expected.size, options.max_layer_bytes))
 }
 
 fn unpack_stream(
@@ -116,16 +112,10 @@ fn unpack_stream(
     let map_io = |op: &'static str| move |e: io::Error| UnpackError::io(op, e);
     let compressed = HashingReader::new(blob, size_limit);
     let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
-        .map_err(|(declared, found)| {
-            UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found })
-        })?;
+        .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
     let uncompressed = HashingReader::new(decoder, options.max_layer_bytes);
-    let privileges = entry::Privileges {
-        root: crate::sys::is_root(),
-        devices: options.allow_devices,
-    };
-    let mut applier = entry::Applier::new(dest, privileges)
-        .map_err(|e| UnpackError::io("open destination", e))?;
+    let privileges = entry::Privileges { root: crate::sys::is_root(), devices: options.allow_devices };
+    let mut applier = entry::Applier::new(dest, privileges).map_err(|e| UnpackError::io("open destination", e))?;
 
     let (stats, uncompressed) = std::thread::scope(|scope| {
         // Decompression and hashing on one core, tar parsing and file creation on the other.
@@ -141,9 +131,7 @@ fn unpack_stream(
             io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(map_io("read layer"))?;
             Ok::<_, UnpackError>(applier.stats)
         })();
-        let uncompressed = producer
-            .join()
-            .map_err(|_| UnpackError::refused("the decompression thread panicked"));
+        let uncompressed = producer.join().map_err(|_| UnpackError::refused("the decompression thread panicked"));
         Ok::<_, UnpackError>((applied?, uncompressed?))
     })?;
     let (diff_id, uncompressed_size) = (uncompressed.digest(), uncompressed.count());
@@ -154,10 +142,7 @@ fn unpack_stream(
 
     if let Some(expected_size) = expected.size {
         if size != expected_size {
-            return Err(UnpackError::new(UnpackErrorKind::SizeMismatch {
-                expected: expected_size,
-                actual: size,
-            }));
+            return Err(UnpackError::new(UnpackErrorKind::SizeMismatch { expected: expected_size, actual: size }));
         }
     }
     if let Some(expected_digest) = &expected.digest {
@@ -176,12 +161,5 @@ fn unpack_stream(
             }));
         }
     }
-    Ok(Unpacked {
-        digest,
-        size,
-        diff_id,
-        uncompressed_size,
-        compression,
-        stats,
-    })
+    Ok(Unpacked { digest, size, diff_id, uncompressed_size, compression, stats })
 }

@@ -84,15 +84,7 @@ pub(crate) fn spawn<'scope, 'env, R: Read + Send + 'scope>(
         }
         source
     });
-    (
-        ChunkReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-            done: false,
-        },
-        handle,
-    )
+    (ChunkReader { rx, current: Vec::new(), pos: 0, done: false }, handle)
 }
 
 #[cfg(test)]

@@ -24,10 +24,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountPoint> {
             let target = fields.get(4)?;
             let separator = fields.iter().position(|f| *f == "-")?;
             let fs_type = fields.get(separator + 1)?;
-            Some(MountPoint {
-                target: PathBuf::from(unescape(target)),
-                fs_type: unescape(fs_type),
-            })
+            Some(MountPoint { target: PathBuf::from(unescape(target)), fs_type: unescape(fs_type) })
         })
         .collect()
 }
@@ -38,14 +35,8 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -64,11 +55,7 @@ pub fn mounts() -> Result<Vec<MountPoint>, SysError> {
 
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, SysError> {
-    let mut found: Vec<PathBuf> = mounts()?
-        .into_iter()
-        .map(|m| m.target)
-        .filter(|t| t.starts_with(dir))
-        .collect();
+    let mut found: Vec<PathBuf> = mounts()?.into_iter().map(|m| m.target).filter(|t| t.starts_with(dir)).collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     Ok(found)
@@ -88,18 +75,12 @@ pub fn unmount_all_under(dir: &Path) -> Result<usize, SysError> {
             match sys::mount::unmount_lazy(&target) {
                 Ok(()) => count += 1,
                 // Already gone (a parent's detach took it along).
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        || e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(SysError::new("umount", &target, e)),
             }
         }
     }
-    Err(SysError::new(
-        "umount",
-        dir,
-        std::io::Error::other("mounts keep reappearing"),
-    ))
+    Err(SysError::new("umount", dir, std::io::Error::other("mounts keep reappearing")))
 }
 
 #[cfg(test)]

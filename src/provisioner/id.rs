@@ -53,10 +53,7 @@ impl FromStr for ContainerId {
             return Err(InvalidId::TooLong);
         }
         if let Some(ch) = s.chars().find(|c| *c == '/' || c.is_control()) {
-            return Err(InvalidId::BadChar {
-                id: s.escape_debug().to_string(),
-                ch,
-            });
+            return Err(InvalidId::BadChar { id: s.escape_debug().to_string(), ch });
         }
         Ok(Self(s.to_owned()))
     }
@@ -101,10 +98,7 @@ impl FromStr for ContainerPath {
     type Err = InvalidId;
     /// `a` or `a/b/c` (nested).
     fn from_str(s: &str) -> Result<Self, InvalidId> {
-        let ids = s
-            .split('/')
-            .map(str::parse)
-            .collect::<Result<Vec<ContainerId>, _>>()?;
+        let ids = s.split('/').map(str::parse).collect::<Result<Vec<ContainerId>, _>>()?;
         Ok(Self(ids))
     }
 }
@@ -123,9 +117,7 @@ impl serde::Serialize for ContainerPath {
 }
 
 /// A rootfs id: a UUID, as Mesos uses.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RootfsId(String);
 
@@ -150,9 +142,7 @@ impl Default for RootfsId {
 impl TryFrom<String> for RootfsId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        uuid::Uuid::parse_str(&s)
-            .map(|_| Self(s.clone()))
-            .map_err(|_| format!("rootfs id '{s}' is not a UUID"))
+        uuid::Uuid::parse_str(&s).map(|_| Self(s.clone())).map_err(|_| format!("rootfs id '{s}' is not a UUID"))
     }
 }
 

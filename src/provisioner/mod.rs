@@ -221,10 +221,7 @@ impl CrashPoints {
     fn check(&self, point: &str) {
         if self.0.as_deref() == Some(point) {
             tracing::warn!(point, "crash point reached: killing this process");
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         }
     }
 }
@@ -245,12 +242,7 @@ impl Provisioner {
     /// Creates the provisioner under `root` (next to the store), probing every backend
     /// once. `default_backend` None: overlay when usable, else copy. A requested default
     /// that is not usable is an error now, not at the first provision.
-    pub fn new(
-        root: &Path,
-        store: Store,
-        default_backend: Option<BackendKind>,
-        crash: CrashPoints,
-    ) -> Result<Self> {
+    pub fn new(root: &Path, store: Store, default_backend: Option<BackendKind>, crash: CrashPoints) -> Result<Self> {
         let dir = root.join(paths::PROVISIONER_DIR);
         for sub in [paths::CONTAINERS_DIR, paths::LOCKS_DIR] {
             let path = dir.join(sub);
@@ -272,31 +264,17 @@ impl Provisioner {
             Some(kind) if backends.contains_key(&kind) => kind,
             Some(kind) => {
                 return Err(ProvisionError::NoUsableBackend(
-                    unusable
-                        .get(&kind)
-                        .cloned()
-                        .unwrap_or_else(|| kind.to_string()),
+                    unusable.get(&kind).cloned().unwrap_or_else(|| kind.to_string()),
                 ))
             }
-            None => [BackendKind::Overlay, BackendKind::Copy]
-                .into_iter()
-                .find(|k| backends.contains_key(k))
-                .ok_or_else(|| {
-                    ProvisionError::NoUsableBackend(
-                        unusable.values().cloned().collect::<Vec<_>>().join("; "),
-                    )
-                })?,
+            None => {
+                [BackendKind::Overlay, BackendKind::Copy].into_iter().find(|k| backends.contains_key(k)).ok_or_else(
+                    || ProvisionError::NoUsableBackend(unusable.values().cloned().collect::<Vec<_>>().join("; ")),
+                )?
+            }
         };
         tracing::debug!(default = %default_backend, usable = ?backends.keys().collect::<Vec<_>>(), "backends probed");
-        Ok(Self {
-            dir,
-            store,
-            backends,
-            unusable,
-            default_backend,
-            crash,
-            counters: Counters::default(),
-        })
+        Ok(Self { dir, store, backends, unusable, default_backend, crash, counters: Counters::default() })
     }
 
     /// The backend used when none is named.
@@ -360,11 +338,7 @@ impl Provisioner {
             backend: kind,
             image: image.record.reference.clone(),
             manifest_digest: image.record.manifest_digest.clone(),
-            layers: image
-                .layers
-                .iter()
-                .map(|l| l.record.diff_id.clone())
-                .collect(),
+            layers: image.layers.iter().map(|l| l.record.diff_id.clone()).collect(),
             state: RootfsState::Ready,
             created: now(),
         };
@@ -450,14 +424,9 @@ impl Provisioner {
         self.crash.check("destroy:unmounted");
         for dir in [&rootfs, &scratch] {
             if let Err(e) = remove_tree(dir) {
-                self.counters
-                    .remove_rootfs_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.remove_rootfs_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %dir.display(), error = %e, "could not remove rootfs dir; a later destroy or recover retries");
-                return Err(ProvisionError::Busy {
-                    container: backend_dir.display().to_string(),
-                    why: e.to_string(),
-                });
+                return Err(ProvisionError::Busy { container: backend_dir.display().to_string(), why: e.to_string() });
             }
         }
         let record = paths::record_path(backend_dir, id);
@@ -471,14 +440,9 @@ impl Provisioner {
     fn remove_container_dir(&self, container: &ContainerPath, dir: &Path) -> Result<()> {
         crate::mount::unmount_all_under(dir)?;
         if let Err(e) = remove_tree(dir) {
-            self.counters
-                .remove_container_errors
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.remove_container_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(container = %container, error = %e, "could not remove container dir; a later destroy or recover retries");
-            return Err(ProvisionError::Busy {
-                container: container.to_string(),
-                why: e.to_string(),
-            });
+            return Err(ProvisionError::Busy { container: container.to_string(), why: e.to_string() });
         }
         Ok(())
     }
@@ -503,11 +467,7 @@ impl Provisioner {
                     record,
                 });
             }
-            out.push(ContainerInfo {
-                destroying: dir.join(DESTROYING_MARKER).exists(),
-                container,
-                rootfses,
-            });
+            out.push(ContainerInfo { destroying: dir.join(DESTROYING_MARKER).exists(), container, rootfses });
         }
         Ok(out)
     }
@@ -518,23 +478,13 @@ impl Provisioner {
     /// deleted.
     pub fn recover(&self, alive: Option<&[ContainerPath]>) -> Result<RecoverReport> {
         let _global = self.lock_provisioner(true)?;
-        let mut report = RecoverReport {
-            staging_cleared: self.store.clear_staging()?,
-            ..RecoverReport::default()
-        };
+        let mut report = RecoverReport { staging_cleared: self.store.clear_staging()?, ..RecoverReport::default() };
         let containers = self.all_containers()?;
         for container in &containers {
             let dir = paths::container_dir(&self.dir, container);
             for backend_dir in list_subdirs(&dir.join(paths::BACKENDS_DIR))? {
-                let name = backend_dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let usable = name
-                    .parse::<BackendKind>()
-                    .ok()
-                    .filter(|k| self.backends.contains_key(k));
+                let name = backend_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                let usable = name.parse::<BackendKind>().ok().filter(|k| self.backends.contains_key(k));
                 if usable.is_none() {
                     return Err(ProvisionError::BackendUnavailable {
                         container: container.to_string(),
@@ -554,10 +504,7 @@ impl Provisioner {
         };
         let mut kept_rootfses = BTreeSet::new();
         // One read of the mount table, not one per rootfs (10,000 containers).
-        let mounted: BTreeSet<PathBuf> = crate::mount::mounts()?
-            .into_iter()
-            .map(|m| m.target)
-            .collect();
+        let mounted: BTreeSet<PathBuf> = crate::mount::mounts()?.into_iter().map(|m| m.target).collect();
         // Parents come before children in `containers`; destroying a parent takes its children.
         for container in &containers {
             let dir = paths::container_dir(&self.dir, container);
@@ -599,8 +546,7 @@ impl Provisioner {
         let mut stray = crate::mount::mounts_under(&self.dir)?;
         stray.extend(crate::mount::mounts_under(self.store.dir())?);
         for target in stray {
-            if target != self.dir && target != self.store.dir() && !kept_rootfses.contains(&target)
-            {
+            if target != self.dir && target != self.store.dir() && !kept_rootfses.contains(&target) {
                 crate::mount::unmount_all_under(&target)?;
                 report.stray_mounts_unmounted += 1;
             }
@@ -609,11 +555,8 @@ impl Provisioner {
     }
 
     fn remount(&self, backend_dir: &Path, record: &RootfsRecord) -> Result<()> {
-        let layers: Vec<PathBuf> = record
-            .layers
-            .iter()
-            .map(|d| self.store.layer_dir(d).join(crate::store::LAYER_ROOTFS))
-            .collect();
+        let layers: Vec<PathBuf> =
+            record.layers.iter().map(|d| self.store.layer_dir(d).join(crate::store::LAYER_ROOTFS)).collect();
         if let Some(missing) = layers.iter().find(|l| !l.is_dir()) {
             return Err(ProvisionError::Busy {
                 container: backend_dir.display().to_string(),
@@ -641,14 +584,9 @@ impl Provisioner {
     fn read_record(&self, backend_dir: &Path, id: &RootfsId) -> Result<Option<RootfsRecord>> {
         let path = paths::record_path(backend_dir, id);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| ProvisionError::Record {
-                        path,
-                        why: e.to_string(),
-                    })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ProvisionError::Record { path, why: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(SysError::new("read", &path, e).into()),
         }
@@ -704,12 +642,8 @@ impl Provisioner {
 
     fn lock_provisioner(&self, exclusive: bool) -> Result<File> {
         let path = self.dir.join(PROVISIONER_LOCK);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .context("open", &path)?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
         if exclusive {
             sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
         } else {
@@ -720,12 +654,8 @@ impl Provisioner {
 
     fn lock_container(&self, container: &ContainerPath) -> Result<File> {
         let path = paths::lock_path(&self.dir, container);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .context("open", &path)?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
         sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
         Ok(file)
     }
@@ -746,25 +676,16 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 
 fn list_names(dir: &Path) -> Result<Vec<String>> {
     match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect()),
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(SysError::new("read", dir, e).into()),
     }
 }
 
 fn list_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(list_names(dir)?
-        .into_iter()
-        .map(|n| dir.join(n))
-        .filter(|p| p.is_dir())
-        .collect())
+    Ok(list_names(dir)?.into_iter().map(|n| dir.join(n)).filter(|p| p.is_dir()).collect())
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -64,9 +64,7 @@ pub fn record_path(backend_dir: &Path, id: &RootfsId) -> PathBuf {
 /// The lock file of a container: its path hashed, so nested ids cannot collide.
 pub fn lock_path(provisioner: &Path, container: &ContainerPath) -> PathBuf {
     let key = crate::digest::Digest::of_bytes(container.to_string().as_bytes());
-    provisioner
-        .join(LOCKS_DIR)
-        .join(format!("{}.lock", &key.hex()[..32]))
+    provisioner.join(LOCKS_DIR).join(format!("{}.lock", &key.hex()[..32]))
 }
 
 #[cfg(test)]
@@ -80,13 +78,7 @@ mod tests {
         assert_eq!(dir, Path::new("/r/provisioner/containers/p/containers/c"));
         let id = RootfsId::new();
         let b = backend_dir(&dir, BackendKind::Overlay);
-        assert_eq!(
-            rootfs_dir(&b, &id),
-            dir.join(format!("backends/overlay/rootfses/{id}"))
-        );
-        assert_eq!(
-            scratch_dir(&b, &id),
-            dir.join(format!("backends/overlay/scratch/{id}"))
-        );
+        assert_eq!(rootfs_dir(&b, &id), dir.join(format!("backends/overlay/rootfses/{id}")));
+        assert_eq!(scratch_dir(&b, &id), dir.join(format!("backends/overlay/scratch/{id}")));
     }
 }

@@ -49,10 +49,7 @@ impl DockerRef {
             validate_tag(tag).map_err(|why| bad(tag, why))?;
         }
         if name.len() > MAX_NAME_LEN {
-            return Err(bad(
-                name,
-                "the repository name is longer than 255 characters",
-            ));
+            return Err(bad(name, "the repository name is longer than 255 characters"));
         }
         let (registry, path) = split_registry(name);
         if let Some(host) = registry {
@@ -78,12 +75,7 @@ impl DockerRef {
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (None, Some(_)) => None,
         };
-        Ok(Self {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Self { registry, repository, tag, digest })
     }
 
     /// The registry host (and port), e.g. `docker.io` or `localhost:5000`.
@@ -118,10 +110,7 @@ impl DockerRef {
     /// The short name docker prints (`alpine`, `user/app`, `localhost:5000/app`), no tag.
     pub fn familiar_name(&self) -> String {
         if self.registry == DEFAULT_REGISTRY {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_owned()
+            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
         } else {
             format!("{}/{}", self.registry, self.repository)
         }
@@ -146,9 +135,7 @@ impl fmt::Display for DockerRef {
 fn split_registry(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             (Some(first), rest)
         }
@@ -172,9 +159,7 @@ fn validate_host(host: &str) -> Result<(), &'static str> {
     let labels_ok = !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -243,26 +228,16 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("alpine", "docker.io/library/alpine:latest"),
             ("alpine:3.19", "docker.io/library/alpine:3.19"),
-            (
-                "docker.io/library/alpine:latest",
-                "docker.io/library/alpine:latest",
-            ),
+            ("docker.io/library/alpine:latest", "docker.io/library/alpine:latest"),
             ("index.docker.io/alpine", "docker.io/library/alpine:latest"),
             ("user/app", "docker.io/user/app:latest"),
             ("localhost/app", "localhost/app:latest"),
             ("localhost:5000/a/b:v1", "localhost:5000/a/b:v1"),
             ("127.0.0.1:5000/app", "127.0.0.1:5000/app:latest"),
-            (
-                "quay.io/org/app_x__y.z-w---v",
-                "quay.io/org/app_x__y.z-w---v:latest",
-            ),
+            ("quay.io/org/app_x__y.z-w---v", "quay.io/org/app_x__y.z-w---v:latest"),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                DockerRef::parse(input).unwrap().to_string(),
-                *want,
-                "{input}"
-            );
+            assert_eq!(DockerRef::parse(input).unwrap().to_string(), *want, "{input}");
         }
         let r = DockerRef::parse(&format!("localhost:5000/a@{D}")).unwrap();
         assert_eq!(r.tag(), None);

@@ -28,11 +28,7 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(input: &str, part: &str, why: &str) -> Self {
-        Self {
-            input: input.to_owned(),
-            part: part.to_owned(),
-            why: why.to_owned(),
-        }
+        Self { input: input.to_owned(), part: part.to_owned(), why: why.to_owned() }
     }
 
     /// The part of the input that is wrong.
@@ -71,12 +67,7 @@ impl ImageRef {
     /// Parses a reference; a bare name means `docker://`.
     pub fn parse(input: &str) -> Result<Self, ParseError> {
         if let Some(rest) = input.strip_prefix(DOCKER_PREFIX) {
-            return DockerRef::parse(rest)
-                .map(Self::Docker)
-                .map_err(|e| ParseError {
-                    input: input.to_owned(),
-                    ..e
-                });
+            return DockerRef::parse(rest).map(Self::Docker).map_err(|e| ParseError { input: input.to_owned(), ..e });
         }
         if let Some(rest) = input.strip_prefix(OCI_PREFIX) {
             let (path, tag) = split_path_suffix(rest);
@@ -85,17 +76,10 @@ impl ImageRef {
             }
             if let Some(tag) = tag {
                 if tag.is_empty() || tag.chars().any(|c| c.is_control()) {
-                    return Err(ParseError::new(
-                        input,
-                        tag,
-                        "the OCI layout tag is empty or has control characters",
-                    ));
+                    return Err(ParseError::new(input, tag, "the OCI layout tag is empty or has control characters"));
                 }
             }
-            return Ok(Self::Oci {
-                path: PathBuf::from(path),
-                tag: tag.map(str::to_owned),
-            });
+            return Ok(Self::Oci { path: PathBuf::from(path), tag: tag.map(str::to_owned) });
         }
         if let Some(rest) = input.strip_prefix(DOCKER_ARCHIVE_PREFIX) {
             let (path, name) = split_path_suffix(rest);
@@ -103,28 +87,13 @@ impl ImageRef {
                 return Err(ParseError::new(input, rest, "the archive path is empty"));
             }
             let name = name
-                .map(|n| {
-                    DockerRef::parse(n).map_err(|e| ParseError {
-                        input: input.to_owned(),
-                        ..e
-                    })
-                })
+                .map(|n| DockerRef::parse(n).map_err(|e| ParseError { input: input.to_owned(), ..e }))
                 .transpose()?;
-            return Ok(Self::DockerArchive {
-                path: PathBuf::from(path),
-                name,
-            });
+            return Ok(Self::DockerArchive { path: PathBuf::from(path), name });
         }
         if let Some((transport, _)) = input.split_once(':') {
-            if matches!(
-                transport,
-                "aci" | "appc" | "dir" | "oci-archive" | "containers-storage" | "docker-daemon"
-            ) {
-                return Err(ParseError::new(
-                    input,
-                    transport,
-                    "this transport is not supported yet",
-                ));
+            if matches!(transport, "aci" | "appc" | "dir" | "oci-archive" | "containers-storage" | "docker-daemon") {
+                return Err(ParseError::new(input, transport, "this transport is not supported yet"));
             }
         }
         if input.contains("://") {
@@ -195,24 +164,12 @@ mod tests {
             ImageRef::parse("alpine").unwrap(),
             ImageRef::parse("docker://docker.io/library/alpine:latest").unwrap()
         );
-        assert_eq!(
-            ImageRef::parse("alpine").unwrap().cache_key(),
-            "docker.io/library/alpine:latest"
-        );
+        assert_eq!(ImageRef::parse("alpine").unwrap().cache_key(), "docker.io/library/alpine:latest");
         assert_eq!(
             ImageRef::parse("oci:/x/y:v1").unwrap(),
-            ImageRef::Oci {
-                path: "/x/y".into(),
-                tag: Some("v1".into())
-            }
+            ImageRef::Oci { path: "/x/y".into(), tag: Some("v1".into()) }
         );
-        assert_eq!(
-            ImageRef::parse("oci:/x/y").unwrap(),
-            ImageRef::Oci {
-                path: "/x/y".into(),
-                tag: None
-            }
-        );
+        assert_eq!(ImageRef::parse("oci:/x/y").unwrap(), ImageRef::Oci { path: "/x/y".into(), tag: None });
         match ImageRef::parse("docker-archive:/a/b.tar:localhost:5000/app:v2").unwrap() {
             ImageRef::DockerArchive { path, name } => {
                 assert_eq!(path, Path::new("/a/b.tar"));
@@ -233,10 +190,7 @@ mod tests {
     fn bad_references() {
         assert_eq!(ImageRef::parse("oci:").unwrap_err().part(), "");
         assert_eq!(ImageRef::parse("http://x/y").unwrap_err().part(), "http");
-        assert_eq!(
-            ImageRef::parse("docker://UPPER").unwrap_err().part(),
-            "UPPER"
-        );
+        assert_eq!(ImageRef::parse("docker://UPPER").unwrap_err().part(), "UPPER");
         assert!(ImageRef::parse("docker-archive:x.tar:Bad").is_err());
         let msg = ImageRef::parse("docker://a:b:c").unwrap_err().to_string();
         assert!(msg.contains("docker://a:b:c"), "{msg}");

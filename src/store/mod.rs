@@ -23,14 +23,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use self::sources::{
-    docker_archive::DockerArchive, oci_layout::OciLayout, Documents, Plan, PlannedLayer, Source,
-};
+use self::sources::registry::RegistrySource;
+use self::sources::{docker_archive::DockerArchive, oci_layout::OciLayout, Documents, Plan, PlannedLayer, Source};
 use crate::digest::Digest;
 use crate::durable::{self, Commit};
-use crate::image::{
-    media_type, Compression, Descriptor, Document, DocumentError, ImageConfig, Manifest, Platform,
-};
+use crate::image::{media_type, Compression, Descriptor, Document, DocumentError, ImageConfig, Manifest, Platform};
 use crate::layer::{self, UnpackError, UnpackOptions};
 use crate::reference::{DockerRef, ImageRef};
 use crate::sys::fs as sysfs;
@@ -41,6 +38,8 @@ const BLOBS_DIR: &str = "blobs/sha256";
 const LAYERS_DIR: &str = "layers/sha256";
 const IMAGES_DIR: &str = "images";
 const STAGING_DIR: &str = "staging";
+/// One flock file per layer being fetched, so that two processes fetch it once.
+const LOCKS_DIR: &str = "locks";
 /// Inside a layer directory: the unpacked tree.
 pub const LAYER_ROOTFS: &str = "rootfs";
 /// Inside a layer directory: its facts.
@@ -84,6 +83,15 @@ pub enum StoreError {
     /// The image is not in the store (and the policy forbids pulling it).
     #[error("image '{0}' is not in the store")]
     NotFound(String),
+    /// The registry failed.
+    #[error("cannot pull {reference}")]
+    Registry {
+        /// The image.
+        reference: String,
+        /// Why.
+        #[source]
+        source: crate::registry::RegistryError,
+    },
     /// The transport is known but not available in this build or configuration.
     #[error("cannot fetch '{reference}': {why}")]
     Unsupported {
@@ -126,9 +134,7 @@ impl std::str::FromStr for PullPolicy {
             "missing" => Ok(Self::Missing),
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => Err(format!(
-                "unknown pull policy '{other}' (expected missing, always or never)"
-            )),
+            other => Err(format!("unknown pull policy '{other}' (expected missing, always or never)")),
         }
     }
 }
@@ -144,9 +150,23 @@ pub struct StoreOptions {
     /// Like Mesos' `--docker_registry=/dir`: serve `docker://NAME[:TAG]` from
     /// `DIR/NAME:TAG.tar` or `DIR/NAME.tar` (docker save archives). Default: none.
     pub local_images_dir: Option<PathBuf>,
-    /// Layers of one image unpacked at once. Default 2 (gzip inflate is single-core;
-    /// parallelism comes from layers).
+    /// Layers of one image fetched and unpacked at once. Default 3 (gzip inflate is
+    /// single-core; parallelism comes from layers and from overlapping the network).
     pub parallel_layers: usize,
+    /// How to reach registries.
+    pub registry: crate::registry::RegistryOptions,
+    /// Told about layer downloads (the CLI draws progress bars with it). Default: none.
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
+}
+
+/// Receives progress of layer fetches; called from worker threads.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// A layer download starts; `total` is its size when known.
+    fn layer_started(&self, layer: &str, total: Option<u64>);
+    /// `bytes` more of the layer arrived.
+    fn layer_advanced(&self, layer: &str, bytes: u64);
+    /// The layer is unpacked and stored.
+    fn layer_finished(&self, layer: &str);
 }
 
 impl Default for StoreOptions {
@@ -155,7 +175,9 @@ impl Default for StoreOptions {
             unpack: UnpackOptions::default(),
             platform: Platform::host(),
             local_images_dir: None,
-            parallel_layers: 2,
+            parallel_layers: 3,
+            registry: crate::registry::RegistryOptions::default(),
+            progress: None,
         }
     }
 }
@@ -220,6 +242,7 @@ pub struct StoredLayer {
 pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
+    registry: std::sync::Arc<crate::registry::Registry>,
 }
 
 impl Store {
@@ -230,12 +253,19 @@ impl Store {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).context("create", &path)?;
         }
-        Ok(Self { dir, options })
+        std::fs::create_dir_all(dir.join(LOCKS_DIR)).context("create", dir.join(LOCKS_DIR))?;
+        let registry = std::sync::Arc::new(crate::registry::Registry::new(options.registry.clone()));
+        Ok(Self { dir, options, registry })
     }
 
     /// The store's directory (`<root>/store`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The registry client (and its token cache) this store pulls with.
+    pub fn registry(&self) -> &crate::registry::Registry {
+        &self.registry
     }
 
     /// The options it was opened with.
@@ -253,9 +283,7 @@ impl Store {
     }
 
     fn record_path(&self, key: &str) -> PathBuf {
-        self.dir
-            .join(IMAGES_DIR)
-            .join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+        self.dir.join(IMAGES_DIR).join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
     }
 
     /// Makes sure the image is in the store, complete, following `policy`; returns it.
@@ -353,10 +381,7 @@ impl Store {
             ImageRef::DockerArchive { path, name } => Ok(Box::new(DockerArchive::new(path, name.clone()))),
             ImageRef::Docker(name) => match &self.options.local_images_dir {
                 Some(dir) => Ok(Box::new(DockerArchive::new(&local_archive_path(dir, name)?, Some(name.clone())))),
-                None => Err(StoreError::Unsupported {
-                    reference: name.to_string(),
-                    why: "registry pulls are not available yet; use oci:, docker-archive:, or set local_images_dir".into(),
-                }),
+                None => Ok(Box::new(RegistrySource::new(&self.registry, name, &self.options.platform)?)),
             },
         }
     }
@@ -369,12 +394,9 @@ impl Store {
             return Ok(None); // a hash collision of keys is not a hit
         }
         let manifest_bytes = self.read_blob(&record.manifest_digest)?;
-        let manifest = match Document::parse(&manifest_bytes, None).map_err(|source| {
-            StoreError::Document {
-                digest: record.manifest_digest.clone(),
-                source,
-            }
-        })? {
+        let manifest = match Document::parse(&manifest_bytes, None)
+            .map_err(|source| StoreError::Document { digest: record.manifest_digest.clone(), source })?
+        {
             Document::Manifest(m) => m,
             Document::Index(_) => {
                 return Err(StoreError::Document {
@@ -384,10 +406,8 @@ impl Store {
             }
         };
         let config_bytes = self.read_blob(&manifest.config.digest)?;
-        let config = ImageConfig::parse(&config_bytes).map_err(|source| StoreError::Document {
-            digest: manifest.config.digest.clone(),
-            source,
-        })?;
+        let config = ImageConfig::parse(&config_bytes)
+            .map_err(|source| StoreError::Document { digest: manifest.config.digest.clone(), source })?;
         let layers = manifest
             .layers
             .iter()
@@ -397,28 +417,17 @@ impl Store {
                     diff_id: diff_id.clone(),
                     digest: desc.digest.clone(),
                     size: desc.size,
-                    compression: Compression::of_layer_media_type(&desc.media_type)
-                        .unwrap_or(Compression::None),
-                    uncompressed_size: self
-                        .layer_record(diff_id)
-                        .map_or(0, |r| r.uncompressed_size),
+                    compression: Compression::of_layer_media_type(&desc.media_type).unwrap_or(Compression::None),
+                    uncompressed_size: self.layer_record(diff_id).map_or(0, |r| r.uncompressed_size),
                 },
                 rootfs: self.layer_dir(diff_id).join(LAYER_ROOTFS),
             })
             .collect();
-        Ok(Some(Image {
-            record,
-            config_digest: manifest.config.digest.clone(),
-            manifest,
-            config,
-            layers,
-        }))
+        Ok(Some(Image { record, config_digest: manifest.config.digest.clone(), manifest, config, layers }))
     }
 
     fn layer_record(&self, diff_id: &Digest) -> Option<LayerRecord> {
-        read_json(&self.layer_dir(diff_id).join(LAYER_META))
-            .ok()
-            .flatten()
+        read_json(&self.layer_dir(diff_id).join(LAYER_META)).ok().flatten()
     }
 
     /// Reads a stored blob and checks it still hashes to its name.
@@ -437,12 +446,7 @@ impl Store {
     fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         if !self.blob_path(&digest).exists() {
-            durable::write_file(
-                &self.dir.join(STAGING_DIR),
-                &self.dir.join(BLOBS_DIR),
-                digest.hex(),
-                bytes,
-            )?;
+            durable::write_file(&self.dir.join(STAGING_DIR), &self.dir.join(BLOBS_DIR), digest.hex(), bytes)?;
         }
         Ok(digest)
     }
@@ -453,13 +457,7 @@ impl Store {
         if now.saturating_sub(record.last_used) < 60 {
             return Ok(());
         }
-        self.write_record(
-            &ImageRecord {
-                last_used: now,
-                ..record.clone()
-            },
-            false,
-        )
+        self.write_record(&ImageRecord { last_used: now, ..record.clone() }, false)
     }
 
     fn write_record(&self, record: &ImageRecord, durable_write: bool) -> Result<()> {
@@ -468,11 +466,7 @@ impl Store {
             why: format!("cannot encode image record: {e}"),
         })?;
         let path = self.record_path(&record.reference);
-        let name = path
-            .file_name()
-            .and_then(OsStr::to_str)
-            .unwrap_or_default()
-            .to_owned();
+        let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default().to_owned();
         let (staging, images) = (self.dir.join(STAGING_DIR), self.dir.join(IMAGES_DIR));
         if durable_write {
             durable::write_file(&staging, &images, &name, &bytes)?;
@@ -486,19 +480,11 @@ impl Store {
         let plan = source.resolve()?;
         let unpacked = self.fetch_layers(key, source, &plan)?;
         let (manifest_bytes, index_digest) = match &plan.documents {
-            Documents::Verbatim {
-                manifest_bytes,
-                config_bytes,
-                index_digest,
-                ..
-            } => {
+            Documents::Verbatim { manifest_bytes, config_bytes, index_digest, .. } => {
                 self.write_blob(config_bytes)?;
                 (manifest_bytes.clone(), index_digest.clone())
             }
-            Documents::Synthesized {
-                config_bytes,
-                legacy_config,
-            } => {
+            Documents::Synthesized { config_bytes, legacy_config } => {
                 let config_bytes = match (config_bytes, legacy_config) {
                     (Some(bytes), _) => bytes.clone(),
                     (None, Some(legacy)) => legacy_to_config(legacy, &unpacked),
@@ -510,53 +496,25 @@ impl Store {
                     }
                 };
                 let config_digest = self.write_blob(&config_bytes)?;
-                (
-                    synthesize_manifest(&config_digest, config_bytes.len() as u64, &unpacked),
-                    None,
-                )
+                (synthesize_manifest(&config_digest, config_bytes.len() as u64, &unpacked), None)
             }
         };
         let manifest_digest = self.write_blob(&manifest_bytes)?;
         let now = now();
-        let record = ImageRecord {
-            reference: key.to_owned(),
-            manifest_digest,
-            index_digest,
-            pulled_at: now,
-            last_used: now,
-        };
+        let record =
+            ImageRecord { reference: key.to_owned(), manifest_digest, index_digest, pulled_at: now, last_used: now };
         self.write_record(&record, true)?;
         tracing::info!(image = %key, manifest = %record.manifest_digest, layers = unpacked.len(), "image stored");
-        self.cached(key)?
-            .ok_or_else(|| StoreError::NotFound(key.to_owned()))
+        self.cached(key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
     }
 
     /// Unpacks every layer not already present, `parallel_layers` at a time, and
     /// returns the facts of all of them in order.
-    fn fetch_layers(
-        &self,
-        key: &str,
-        source: &dyn Source,
-        plan: &Plan,
-    ) -> Result<Vec<LayerRecord>> {
-        let mut results: Vec<Option<LayerRecord>> = plan
-            .layers
-            .iter()
-            .map(|l| {
-                l.expected
-                    .diff_id
-                    .as_ref()
-                    .and_then(|d| self.layer_record(d))
-            })
-            .collect();
-        let todo: Vec<usize> = (0..plan.layers.len())
-            .filter(|&i| results[i].is_none())
-            .collect();
-        let workers = self
-            .options
-            .parallel_layers
-            .clamp(1, 16)
-            .min(todo.len().max(1));
+    fn fetch_layers(&self, key: &str, source: &dyn Source, plan: &Plan) -> Result<Vec<LayerRecord>> {
+        let mut results: Vec<Option<LayerRecord>> =
+            plan.layers.iter().map(|l| l.expected.diff_id.as_ref().and_then(|d| self.layer_record(d))).collect();
+        let todo: Vec<usize> = (0..plan.layers.len()).filter(|&i| results[i].is_none()).collect();
+        let workers = self.options.parallel_layers.clamp(1, 16).min(todo.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -567,9 +525,7 @@ impl Store {
                             let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let Some(&i) = todo.get(n) else { return Ok(()) };
                             let record = self.fetch_layer(key, source, i, &plan.layers[i])?;
-                            done.lock()
-                                .map_err(|_| StoreError::Worker)?
-                                .push((i, record));
+                            done.lock().map_err(|_| StoreError::Worker)?.push((i, record));
                         }
                     })
                 })
@@ -582,35 +538,34 @@ impl Store {
         for (i, record) in done.into_inner().map_err(|_| StoreError::Worker)? {
             results[i] = Some(record);
         }
-        results
-            .into_iter()
-            .map(|r| r.ok_or(StoreError::Worker))
-            .collect()
+        results.into_iter().map(|r| r.ok_or(StoreError::Worker)).collect()
     }
 
-    fn fetch_layer(
-        &self,
-        key: &str,
-        source: &dyn Source,
-        index: usize,
-        layer: &PlannedLayer,
-    ) -> Result<LayerRecord> {
-        let label = layer
-            .expected
-            .digest
-            .as_ref()
-            .map_or_else(|| format!("#{}", index + 1), ToString::to_string);
+    fn fetch_layer(&self, key: &str, source: &dyn Source, index: usize, layer: &PlannedLayer) -> Result<LayerRecord> {
+        let label = layer.expected.digest.as_ref().map_or_else(|| format!("#{}", index + 1), ToString::to_string);
+        // Single flight across threads and processes: whoever holds the layer's lock
+        // fetches it; the others wait, then find it stored.
+        let lock_key = layer.expected.diff_id.as_ref().or(layer.expected.digest.as_ref());
+        let _lock = match lock_key {
+            Some(d) => Some(self.lock_layer(d)?),
+            None => None,
+        };
+        if let Some(record) = layer.expected.diff_id.as_ref().and_then(|d| self.layer_record(d)) {
+            tracing::debug!(layer = %record.diff_id, "layer stored meanwhile by another pull");
+            return Ok(record);
+        }
+        let progress = self.options.progress.clone();
+        if let Some(p) = &progress {
+            p.layer_started(&label, layer.expected.size);
+        }
         let staging = Staging::create(&self.dir.join(STAGING_DIR))?;
         let rootfs = staging.path.join(LAYER_ROOTFS);
         std::fs::create_dir(&rootfs).context("create", &rootfs)?;
         let blob = source.open_layer(index, layer)?;
+        let blob = ProgressReader { inner: blob, progress: progress.as_deref(), label: &label };
         let started = std::time::Instant::now();
         let unpacked = layer::unpack(blob, &layer.expected, &rootfs, &self.options.unpack)
-            .map_err(|source| StoreError::Unpack {
-                image: key.to_owned(),
-                layer: label.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Unpack { image: key.to_owned(), layer: label.clone(), source })?;
         let record = LayerRecord {
             diff_id: unpacked.diff_id.clone(),
             digest: unpacked.digest.clone(),
@@ -624,11 +579,7 @@ impl Store {
         })?;
         let meta_path = staging.path.join(LAYER_META);
         std::fs::write(&meta_path, meta).context("write", &meta_path)?;
-        match durable::commit_dir(
-            &staging.path,
-            &self.dir.join(LAYERS_DIR),
-            record.diff_id.hex(),
-        )? {
+        match durable::commit_dir(&staging.path, &self.dir.join(LAYERS_DIR), record.diff_id.hex())? {
             Commit::Done => tracing::info!(
                 layer = %record.diff_id,
                 bytes = record.uncompressed_size,
@@ -640,7 +591,35 @@ impl Store {
                 tracing::debug!(layer = %record.diff_id, "layer committed by another writer")
             }
         }
+        if let Some(p) = &progress {
+            p.layer_finished(&label);
+        }
         Ok(record)
+    }
+
+    fn lock_layer(&self, digest: &Digest) -> Result<std::fs::File> {
+        let path = self.dir.join(LOCKS_DIR).join(format!("{}.lock", digest.hex()));
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
+        sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
+        Ok(file)
+    }
+}
+
+/// Counts the bytes of a layer blob for a [`Progress`].
+struct ProgressReader<'a, R> {
+    inner: R,
+    progress: Option<&'a dyn Progress>,
+    label: &'a str,
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = self.progress {
+            p.layer_advanced(self.label, n as u64);
+        }
+        Ok(n)
     }
 }
 
@@ -660,11 +639,7 @@ impl Staging {
         let lock = sysfs::open_dir(&path).context("open", &path)?;
         sysfs::lock_exclusive(lock.as_fd()).context("flock", &path)?;
         let parent = sysfs::open_dir(staging_root).context("open", staging_root)?;
-        Ok(Self {
-            path,
-            parent,
-            _lock: lock,
-        })
+        Ok(Self { path, parent, _lock: lock })
     }
 }
 
@@ -686,28 +661,16 @@ fn local_archive_path(dir: &Path, name: &DockerRef) -> Result<PathBuf> {
         candidates.push(dir.join(format!("{familiar}:{tag}.tar")));
     }
     candidates.push(dir.join(format!("{familiar}.tar")));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| StoreError::Source {
-            source_name: format!("local image directory {}", dir.display()),
-            why: format!(
-                "no archive for '{name}' (looked for {})",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| StoreError::Source {
+        source_name: format!("local image directory {}", dir.display()),
+        why: format!(
+            "no archive for '{name}' (looked for {})",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    })
 }
 
-fn synthesize_manifest(
-    config_digest: &Digest,
-    config_size: u64,
-    layers: &[LayerRecord],
-) -> Vec<u8> {
+fn synthesize_manifest(config_digest: &Digest, config_size: u64, layers: &[LayerRecord]) -> Vec<u8> {
     let descriptor = |media_type: &str, digest: &Digest, size: u64| Descriptor {
         media_type: media_type.to_owned(),
         digest: digest.clone(),
@@ -744,19 +707,15 @@ fn legacy_to_config(legacy: &serde_json::Value, layers: &[LayerRecord]) -> Vec<u
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Source {
-                source_name: "store".into(),
-                why: format!("{} is corrupt: {e}", path.display()),
-            }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Source {
+            source_name: "store".into(),
+            why: format!("{} is corrupt: {e}", path.display()),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SysError::new("read", path, e).into()),
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

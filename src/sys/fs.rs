@@ -15,8 +15,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use rustix::fs::{
-    AtFlags, Dev, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timespec,
-    Timestamps, XattrFlags,
+    AtFlags, Dev, FileType, FlockOperation, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
 };
 
 pub use rustix::fs::Stat;
@@ -28,31 +27,15 @@ pub fn file_type(stat: &Stat) -> FileType {
 
 /// Opens a directory we own (not one inside an untrusted tree) for `*at()` calls.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Resolves `rel` inside the tree at `root` (the kernel treats `root` as `/`) and opens
 /// it as a directory. `rel` may be empty for the root itself. With `path_only`, the fd
 /// is `O_PATH` (enough for `*at()` calls; not for xattrs or fchown).
-pub fn resolve_dir_in_root(
-    root: BorrowedFd<'_>,
-    rel: &Path,
-    path_only: bool,
-) -> io::Result<OwnedFd> {
-    let rel: &Path = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let mode = if path_only {
-        OFlags::PATH
-    } else {
-        OFlags::RDONLY
-    };
+pub fn resolve_dir_in_root(root: BorrowedFd<'_>, rel: &Path, path_only: bool) -> io::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let mode = if path_only { OFlags::PATH } else { OFlags::RDONLY };
     Ok(rustix::fs::openat2(
         root,
         rel,
@@ -105,12 +88,7 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Resul
 
 /// Opens `name` in `dir` for reading, never following a symlink.
 pub fn open_file_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     Ok(File::from(fd))
 }
 
@@ -120,19 +98,8 @@ pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> io::Resu
 }
 
 /// Hard-links `old` in `old_dir` as `new` in `new_dir`, not following a symlink at `old`.
-pub fn link_at(
-    old_dir: BorrowedFd<'_>,
-    old: &OsStr,
-    new_dir: BorrowedFd<'_>,
-    new: &OsStr,
-) -> io::Result<()> {
-    Ok(rustix::fs::linkat(
-        old_dir,
-        old,
-        new_dir,
-        new,
-        AtFlags::empty(),
-    )?)
+pub fn link_at(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
+    Ok(rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())?)
 }
 
 /// Kinds of special files [`mknod_at`] makes.
@@ -161,13 +128,7 @@ pub fn mknod_at(
         SpecialKind::Fifo => FileType::Fifo,
     };
     let dev: Dev = rustix::fs::makedev(major, minor);
-    Ok(rustix::fs::mknodat(
-        dir,
-        name,
-        ft,
-        Mode::from_raw_mode(mode),
-        dev,
-    )?)
+    Ok(rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(mode), dev)?)
 }
 
 /// Removes `name` (a non-directory) from `dir`.
@@ -188,10 +149,7 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     }
     let mount = mount_id_at(dir, OsStr::new("."))?;
     if mount_id_at(dir, name)? != mount {
-        return Err(io::Error::new(
-            io::ErrorKind::ResourceBusy,
-            "refusing to remove a mount point",
-        ));
+        return Err(io::Error::new(io::ErrorKind::ResourceBusy, "refusing to remove a mount point"));
     }
     let sub = open_dir_at(dir, name)?;
     empty_dir(sub.as_fd(), mount)?;
@@ -201,13 +159,7 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 
 /// The id of the mount `name` in `dir` is on (statx `STATX_MNT_ID`, Linux 5.8+).
 fn mount_id_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<u64> {
-    Ok(rustix::fs::statx(
-        dir,
-        name,
-        AtFlags::SYMLINK_NOFOLLOW,
-        rustix::fs::StatxFlags::MNT_ID,
-    )?
-    .stx_mnt_id)
+    Ok(rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::MNT_ID)?.stx_mnt_id)
 }
 
 fn empty_dir(dir: BorrowedFd<'_>, mount: u64) -> io::Result<()> {
@@ -219,10 +171,7 @@ fn empty_dir(dir: BorrowedFd<'_>, mount: u64) -> io::Result<()> {
         };
         if file_type(&stat) == FileType::Directory {
             if mount_id_at(dir, name)? != mount {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    "refusing to descend into a mount point",
-                ));
+                return Err(io::Error::new(io::ErrorKind::ResourceBusy, "refusing to descend into a mount point"));
             }
             let sub = open_dir_at(dir, name)?;
             empty_dir(sub.as_fd(), mount)?;
@@ -250,25 +199,13 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::CString>> {
 
 /// Sets owner and group of `name` in `dir` without following a symlink.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
-    let (u, g) = (
-        rustix::process::Uid::from_raw(uid),
-        rustix::process::Gid::from_raw(gid),
-    );
-    Ok(rustix::fs::chownat(
-        dir,
-        name,
-        Some(u),
-        Some(g),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    let (u, g) = (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid));
+    Ok(rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// Sets owner and group of an open file.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    let (u, g) = (
-        rustix::process::Uid::from_raw(uid),
-        rustix::process::Gid::from_raw(gid),
-    );
+    let (u, g) = (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid));
     Ok(rustix::fs::fchown(fd, Some(u), Some(g))?)
 }
 
@@ -281,23 +218,12 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 /// for `fchmod` without acting on the device: an `O_PATH` handle pins the inode (a
 /// symlink is refused) and the chmod goes through its `/proc/self/fd` entry.
 pub fn chmod_special_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     if file_type(&stat_fd(fd.as_fd())?) == FileType::Symlink {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "refusing to chmod a symlink",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to chmod a symlink"));
     }
     let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    Ok(rustix::fs::chmod(
-        proc_path.as_str(),
-        Mode::from_raw_mode(mode & 0o7777),
-    )?)
+    Ok(rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(mode & 0o7777))?)
 }
 
 /// A timestamp: seconds and nanoseconds since the epoch.
@@ -310,14 +236,8 @@ pub struct Time {
 }
 
 fn timestamps(t: Time) -> Timestamps {
-    let ts = Timespec {
-        tv_sec: t.secs,
-        tv_nsec: i64::from(t.nanos),
-    };
-    Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    }
+    let ts = Timespec { tv_sec: t.secs, tv_nsec: i64::from(t.nanos) };
+    Timestamps { last_access: ts, last_modification: ts }
 }
 
 /// Sets atime and mtime of an open file.
@@ -327,12 +247,7 @@ pub fn futimens(fd: BorrowedFd<'_>, t: Time) -> io::Result<()> {
 
 /// Sets atime and mtime of `name` in `dir` without following a symlink.
 pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, t: Time) -> io::Result<()> {
-    Ok(rustix::fs::utimensat(
-        dir,
-        name,
-        &timestamps(t),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    Ok(rustix::fs::utimensat(dir, name, &timestamps(t), AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// Sets an extended attribute on an open file.
@@ -357,11 +272,7 @@ pub fn fgetxattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> 
 pub fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<String>> {
     let mut buf = vec![0u8; 4096];
     let n = rustix::fs::flistxattr(fd, &mut buf[..])?;
-    Ok(buf[..n]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
+    Ok(buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
 }
 
 /// Flushes the whole file system holding `fd` (one call instead of an fsync per file).
@@ -375,28 +286,12 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Renames, failing with `AlreadyExists` instead of replacing an existing target.
-pub fn rename_noreplace(
-    old_dir: BorrowedFd<'_>,
-    old: &OsStr,
-    new_dir: BorrowedFd<'_>,
-    new: &OsStr,
-) -> io::Result<()> {
-    Ok(rustix::fs::renameat_with(
-        old_dir,
-        old,
-        new_dir,
-        new,
-        RenameFlags::NOREPLACE,
-    )?)
+pub fn rename_noreplace(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(old_dir, old, new_dir, new, RenameFlags::NOREPLACE)?)
 }
 
 /// Renames, atomically replacing a non-directory target.
-pub fn rename_replace(
-    old_dir: BorrowedFd<'_>,
-    old: &OsStr,
-    new_dir: BorrowedFd<'_>,
-    new: &OsStr,
-) -> io::Result<()> {
+pub fn rename_replace(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<'_>, new: &OsStr) -> io::Result<()> {
     Ok(rustix::fs::renameat(old_dir, old, new_dir, new)?)
 }
 
@@ -437,10 +332,7 @@ pub fn supports_d_type(dir: &Path) -> io::Result<bool> {
             return Ok(entry.file_type() != FileType::Unknown);
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "cannot probe d_type in an empty directory",
-    ))
+    Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot probe d_type in an empty directory"))
 }
 
 /// Clones `src` into `dst` sharing extents (FICLONE); fails where unsupported (ext4).

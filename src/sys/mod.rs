@@ -26,11 +26,7 @@ pub struct SysError {
 impl SysError {
     /// Wraps an `io::Error` with the operation and path.
     pub fn new(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
-        Self {
-            op,
-            path: path.as_ref().to_owned(),
-            source,
-        }
+        Self { op, path: path.as_ref().to_owned(), source }
     }
 
     /// Is this "no such file or directory"?

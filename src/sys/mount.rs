@@ -8,8 +8,8 @@ use std::path::Path;
 
 use rustix::fs::CWD;
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags,
-    MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags, MountAttrFlags,
+    MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags,
 };
 
 /// Mounts an overlay at `target`: `lowers` top layer first.
@@ -22,18 +22,8 @@ pub fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path)
     fsconfig_set_string(fs.as_fd(), "upperdir", upper)?;
     fsconfig_set_string(fs.as_fd(), "workdir", work)?;
     fsconfig_create(fs.as_fd())?;
-    let mnt = fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::empty(),
-    )?;
-    move_mount(
-        mnt.as_fd(),
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
+    let mnt = fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(mnt.as_fd(), "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
     // The fds are closed here: a held mount fd would keep the superblock busy.
     Ok(())
 }

@@ -17,11 +17,10 @@ use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
 
+pub mod registry;
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn is_root() -> bool {
@@ -70,31 +69,19 @@ impl Entry {
         }
     }
     pub fn file(path: &str, data: &[u8]) -> Self {
-        Self {
-            data: data.to_vec(),
-            ..Self::new(path, b'0', 0o644)
-        }
+        Self { data: data.to_vec(), ..Self::new(path, b'0', 0o644) }
     }
     pub fn dir(path: &str) -> Self {
         Self::new(path, b'5', 0o755)
     }
     pub fn symlink(path: &str, target: &str) -> Self {
-        Self {
-            link: target.as_bytes().to_vec(),
-            ..Self::new(path, b'2', 0o777)
-        }
+        Self { link: target.as_bytes().to_vec(), ..Self::new(path, b'2', 0o777) }
     }
     pub fn hardlink(path: &str, target: &str) -> Self {
-        Self {
-            link: target.as_bytes().to_vec(),
-            ..Self::new(path, b'1', 0o644)
-        }
+        Self { link: target.as_bytes().to_vec(), ..Self::new(path, b'1', 0o644) }
     }
     pub fn char_dev(path: &str, major: u32, minor: u32) -> Self {
-        Self {
-            dev: (major, minor),
-            ..Self::new(path, b'3', 0o666)
-        }
+        Self { dev: (major, minor), ..Self::new(path, b'3', 0o666) }
     }
     pub fn fifo(path: &str) -> Self {
         Self::new(path, b'6', 0o644)
@@ -112,8 +99,7 @@ impl Entry {
         self
     }
     pub fn xattr(mut self, name: &str, value: &[u8]) -> Self {
-        self.pax
-            .push((format!("SCHILY.xattr.{name}"), value.to_vec()));
+        self.pax.push((format!("SCHILY.xattr.{name}"), value.to_vec()));
         self
     }
 }
@@ -226,46 +212,16 @@ pub fn gnu_long_tar(path: &str, link_target: Option<&str>, data: &[u8]) -> Vec<u
     let mut out = Vec::new();
     let mut name = path.as_bytes().to_vec();
     name.push(0);
-    out.extend_from_slice(&header(
-        b"././@LongLink",
-        b'L',
-        0o644,
-        0,
-        0,
-        name.len() as u64,
-        0,
-        b"",
-        (0, 0),
-    ));
+    out.extend_from_slice(&header(b"././@LongLink", b'L', 0o644, 0, 0, name.len() as u64, 0, b"", (0, 0)));
     out.extend_from_slice(&name);
     pad(&mut out);
     if let Some(target) = link_target {
         let mut t = target.as_bytes().to_vec();
         t.push(0);
-        out.extend_from_slice(&header(
-            b"././@LongLink",
-            b'K',
-            0o644,
-            0,
-            0,
-            t.len() as u64,
-            0,
-            b"",
-            (0, 0),
-        ));
+        out.extend_from_slice(&header(b"././@LongLink", b'K', 0o644, 0, 0, t.len() as u64, 0, b"", (0, 0)));
         out.extend_from_slice(&t);
         pad(&mut out);
-        out.extend_from_slice(&header(
-            &path.as_bytes()[..100],
-            b'2',
-            0o777,
-            0,
-            0,
-            0,
-            1_700_000_000,
-            b"x",
-            (0, 0),
-        ));
+        out.extend_from_slice(&header(&path.as_bytes()[..100], b'2', 0o777, 0, 0, 0, 1_700_000_000, b"x", (0, 0)));
     } else {
         out.extend_from_slice(&header(
             &path.as_bytes()[..100],
@@ -331,10 +287,7 @@ impl Layout {
     pub fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        let l = Self {
-            dir: dir.to_owned(),
-            manifests: Vec::new(),
-        };
+        let l = Self { dir: dir.to_owned(), manifests: Vec::new() };
         l.write_index();
         l
     }
@@ -365,7 +318,8 @@ impl Layout {
             diff_ids.push(format!("sha256:{}", sha256_hex(tar)));
             let blob = compress(tar, *comp);
             let digest = self.blob(&blob);
-            descriptors.push(serde_json::json!({"mediaType": layer_media_type(*comp), "digest": digest, "size": blob.len()}));
+            descriptors
+                .push(serde_json::json!({"mediaType": layer_media_type(*comp), "digest": digest, "size": blob.len()}));
         }
         let config = config_json(&diff_ids, arch);
         let config_digest = self.blob(&config);
@@ -390,7 +344,8 @@ impl Layout {
             "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}))
         .unwrap();
         let digest = self.blob(&index);
-        self.manifests.push(serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest,
+        self.manifests
+            .push(serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest,
             "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}));
         self.write_index();
         digest
@@ -398,11 +353,7 @@ impl Layout {
 
     fn write_index(&self) {
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.manifests});
-        std::fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 }
 
@@ -420,12 +371,8 @@ pub fn docker_archive(path: &Path, repo_tag: &str, layers: &[Vec<u8>]) {
     let config = config_json(&diff_ids, "amd64");
     let config_name = format!("{}.json", sha256_hex(&config));
     members.push(Entry::file(&config_name, &config));
-    let manifest =
-        serde_json::json!([{"Config": config_name, "RepoTags": [repo_tag], "Layers": names}]);
-    members.push(Entry::file(
-        "manifest.json",
-        &serde_json::to_vec(&manifest).unwrap(),
-    ));
+    let manifest = serde_json::json!([{"Config": config_name, "RepoTags": [repo_tag], "Layers": names}]);
+    members.push(Entry::file("manifest.json", &serde_json::to_vec(&manifest).unwrap()));
     std::fs::write(path, tar(&members)).unwrap();
 }
 
@@ -440,19 +387,13 @@ pub fn legacy_docker_archive(path: &Path, repo: &str, tag: &str, layers: &[Vec<u
         if let Some(p) = &parent {
             json["parent"] = serde_json::Value::String(p.clone());
         }
-        members.push(Entry::file(
-            &format!("{id}/json"),
-            &serde_json::to_vec(&json).unwrap(),
-        ));
+        members.push(Entry::file(&format!("{id}/json"), &serde_json::to_vec(&json).unwrap()));
         members.push(Entry::file(&format!("{id}/layer.tar"), layer));
         members.push(Entry::file(&format!("{id}/VERSION"), b"1.0"));
         parent = Some(id);
     }
     let repos = serde_json::json!({ repo: { tag: parent.unwrap() } });
-    members.push(Entry::file(
-        "repositories",
-        &serde_json::to_vec(&repos).unwrap(),
-    ));
+    members.push(Entry::file("repositories", &serde_json::to_vec(&repos).unwrap()));
     std::fs::write(path, tar(&members)).unwrap();
 }
 
@@ -473,10 +414,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     for path in entries {
         let md = std::fs::symlink_metadata(&path).unwrap();
@@ -484,10 +422,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
         let (kind, detail) = if ft.is_dir() {
             ("dir", String::new())
         } else if ft.is_symlink() {
-            (
-                "symlink",
-                std::fs::read_link(&path).unwrap().display().to_string(),
-            )
+            ("symlink", std::fs::read_link(&path).unwrap().display().to_string())
         } else if ft.is_file() {
             ("file", sha256_hex(&std::fs::read(&path).unwrap()))
         } else if ft.is_char_device() {
@@ -500,16 +435,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
             ("other", String::new())
         };
         let rel = path.strip_prefix(root).unwrap().to_owned();
-        out.insert(
-            rel,
-            Node {
-                kind,
-                mode: md.permissions().mode() & 0o7777,
-                uid: md.uid(),
-                gid: md.gid(),
-                detail,
-            },
-        );
+        out.insert(rel, Node { kind, mode: md.permissions().mode() & 0o7777, uid: md.uid(), gid: md.gid(), detail });
         if ft.is_dir() {
             walk(root, &path, out);
         }
@@ -556,7 +482,5 @@ pub fn strata_ok(root: &Path, args: &[&str]) -> String {
 
 /// The single layer dirs of a store, by diff_id hex.
 pub fn layer_rootfs(root: &Path, tar: &[u8]) -> PathBuf {
-    root.join("store/layers/sha256")
-        .join(sha256_hex(tar))
-        .join("rootfs")
+    root.join("store/layers/sha256").join(sha256_hex(tar)).join("rootfs")
 }

@@ -47,64 +47,35 @@ struct ManifestEntry {
 
 impl DockerArchive {
     pub(crate) fn new(path: &Path, name: Option<DockerRef>) -> Self {
-        Self {
-            path: path.to_owned(),
-            name,
-        }
+        Self { path: path.to_owned(), name }
     }
 
     fn invalid(&self, why: impl std::fmt::Display) -> StoreError {
-        StoreError::Source {
-            source_name: self.describe(),
-            why: why.to_string(),
-        }
+        StoreError::Source { source_name: self.describe(), why: why.to_string() }
     }
 
     fn index(&self) -> Result<HashMap<String, Member>, StoreError> {
-        let mut file =
-            File::open(&self.path).map_err(|e| self.invalid(format!("cannot open: {e}")))?;
+        let mut file = File::open(&self.path).map_err(|e| self.invalid(format!("cannot open: {e}")))?;
         let mut magic = [0u8; 2];
         if file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
-            return Err(
-                self.invalid("the archive is gzip-compressed; decompress it first (gunzip)")
-            );
+            return Err(self.invalid("the archive is gzip-compressed; decompress it first (gunzip)"));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| self.invalid(e))?;
         let mut archive = tar::Archive::new(file);
         let mut members = HashMap::new();
-        for entry in archive
-            .entries_with_seek()
-            .map_err(|e| self.invalid(format!("not a tar archive: {e}")))?
-        {
+        for entry in archive.entries_with_seek().map_err(|e| self.invalid(format!("not a tar archive: {e}")))? {
             let entry = entry.map_err(|e| self.invalid(format!("malformed tar: {e}")))?;
-            if !matches!(
-                entry.header().entry_type(),
-                tar::EntryType::Regular | tar::EntryType::Continuous
-            ) {
+            if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
                 continue;
             }
-            let name = String::from_utf8_lossy(&entry.path_bytes())
-                .trim_start_matches("./")
-                .to_owned();
-            members.insert(
-                name,
-                Member {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
-            );
+            let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_owned();
+            members.insert(name, Member { offset: entry.raw_file_position(), size: entry.size() });
         }
         Ok(members)
     }
 
-    fn read_member(
-        &self,
-        members: &HashMap<String, Member>,
-        name: &str,
-    ) -> Result<Vec<u8>, StoreError> {
-        let member = members
-            .get(name)
-            .ok_or_else(|| self.invalid(format!("'{name}' is missing")))?;
+    fn read_member(&self, members: &HashMap<String, Member>, name: &str) -> Result<Vec<u8>, StoreError> {
+        let member = members.get(name).ok_or_else(|| self.invalid(format!("'{name}' is missing")))?;
         if member.size > MAX_DOCUMENT_BYTES {
             return Err(self.invalid(format!("'{name}' is over the 4 MiB document limit")));
         }
@@ -113,10 +84,8 @@ impl DockerArchive {
     }
 
     fn open_member(&self, member: Member) -> Result<impl Read + Send, StoreError> {
-        let mut file =
-            File::open(&self.path).map_err(|e| self.invalid(format!("cannot open: {e}")))?;
-        file.seek(SeekFrom::Start(member.offset))
-            .map_err(|e| self.invalid(e))?;
+        let mut file = File::open(&self.path).map_err(|e| self.invalid(format!("cannot open: {e}")))?;
+        file.seek(SeekFrom::Start(member.offset)).map_err(|e| self.invalid(e))?;
         Ok(file.take(member.size))
     }
 
@@ -129,29 +98,20 @@ impl DockerArchive {
 
     fn resolve_current(&self, members: &HashMap<String, Member>) -> Result<Plan, StoreError> {
         let bytes = self.read_member(members, MANIFEST_FILE)?;
-        let entries: Vec<ManifestEntry> = serde_json::from_slice(&bytes)
-            .map_err(|e| self.invalid(format!("{MANIFEST_FILE}: {e}")))?;
+        let entries: Vec<ManifestEntry> =
+            serde_json::from_slice(&bytes).map_err(|e| self.invalid(format!("{MANIFEST_FILE}: {e}")))?;
         let chosen = match &self.name {
             Some(name) => entries
                 .iter()
                 .find(|e| e.repo_tags.iter().flatten().any(|t| self.wants(t)))
-                .or_else(|| {
-                    if entries.len() == 1 {
-                        entries.first()
-                    } else {
-                        None
-                    }
-                })
+                .or_else(|| if entries.len() == 1 { entries.first() } else { None })
                 .ok_or_else(|| self.invalid(format!("no image named '{name}' in the archive")))?,
             None => match entries.as_slice() {
                 [one] => one,
                 [] => return Err(self.invalid("the archive holds no image")),
                 _ => {
-                    let tags: Vec<&str> = entries
-                        .iter()
-                        .flat_map(|e| e.repo_tags.iter().flatten())
-                        .map(String::as_str)
-                        .collect();
+                    let tags: Vec<&str> =
+                        entries.iter().flat_map(|e| e.repo_tags.iter().flatten()).map(String::as_str).collect();
                     return Err(self.invalid(format!(
                         "the archive holds several images; name one as docker-archive:PATH:REPO:TAG (tags: {})",
                         tags.join(", ")
@@ -170,13 +130,10 @@ impl DockerArchive {
         }
         let mut layers = Vec::new();
         for (name, diff_id) in chosen.layers.iter().zip(&config.rootfs.diff_ids) {
-            let member = members
-                .get(name.as_str())
-                .ok_or_else(|| self.invalid(format!("layer '{name}' is missing")))?;
+            let member =
+                members.get(name.as_str()).ok_or_else(|| self.invalid(format!("layer '{name}' is missing")))?;
             // Newer docker names layers blobs/sha256/<digest>: that digest is checked too.
-            let digest = name
-                .strip_prefix("blobs/sha256/")
-                .and_then(|hex| Digest::from_hex(hex).ok());
+            let digest = name.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok());
             layers.push(PlannedLayer {
                 expected: Expected {
                     digest,
@@ -187,25 +144,16 @@ impl DockerArchive {
                 archive_member: Some((member.offset, member.size)),
             });
         }
-        Ok(Plan {
-            documents: Documents::Synthesized {
-                config_bytes: Some(config_bytes),
-                legacy_config: None,
-            },
-            layers,
-        })
+        Ok(Plan { documents: Documents::Synthesized { config_bytes: Some(config_bytes), legacy_config: None }, layers })
     }
 
     fn resolve_legacy(&self, members: &HashMap<String, Member>) -> Result<Plan, StoreError> {
         let bytes = self.read_member(members, REPOSITORIES_FILE)?;
-        let repos: HashMap<String, HashMap<String, String>> = serde_json::from_slice(&bytes)
-            .map_err(|e| self.invalid(format!("{REPOSITORIES_FILE}: {e}")))?;
+        let repos: HashMap<String, HashMap<String, String>> =
+            serde_json::from_slice(&bytes).map_err(|e| self.invalid(format!("{REPOSITORIES_FILE}: {e}")))?;
         let mut all: Vec<(String, &String)> = repos
             .iter()
-            .flat_map(|(repo, tags)| {
-                tags.iter()
-                    .map(move |(tag, id)| (format!("{repo}:{tag}"), id))
-            })
+            .flat_map(|(repo, tags)| tags.iter().map(move |(tag, id)| (format!("{repo}:{tag}"), id)))
             .collect();
         all.sort();
         let top = match &self.name {
@@ -214,9 +162,7 @@ impl DockerArchive {
                 .find(|(tagged, _)| self.wants(tagged))
                 .or_else(|| if all.len() == 1 { all.first() } else { None })
                 .map(|(_, id)| (*id).clone())
-                .ok_or_else(|| {
-                    self.invalid(format!("no image named '{name}' in {REPOSITORIES_FILE}"))
-                })?,
+                .ok_or_else(|| self.invalid(format!("no image named '{name}' in {REPOSITORIES_FILE}")))?,
             None => match all.as_slice() {
                 [(_, id)] => (*id).clone(),
                 [] => return Err(self.invalid("the archive holds no image")),
@@ -237,16 +183,11 @@ impl DockerArchive {
             if chain.len() >= MAX_LEGACY_LAYERS || chain.contains(&id) {
                 return Err(self.invalid("the layer parent chain loops or is too long"));
             }
-            Digest::from_hex(&id)
-                .map_err(|_| self.invalid(format!("layer id '{id}' is not 64 hex characters")))?;
+            Digest::from_hex(&id).map_err(|_| self.invalid(format!("layer id '{id}' is not 64 hex characters")))?;
             let json_bytes = self.read_member(members, &format!("{id}/json"))?;
-            let json: serde_json::Value = serde_json::from_slice(&json_bytes)
-                .map_err(|e| self.invalid(format!("{id}/json: {e}")))?;
-            next = json
-                .get("parent")
-                .and_then(|p| p.as_str())
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned);
+            let json: serde_json::Value =
+                serde_json::from_slice(&json_bytes).map_err(|e| self.invalid(format!("{id}/json: {e}")))?;
+            next = json.get("parent").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).map(str::to_owned);
             if top_json.is_none() {
                 top_json = Some(json);
             }
@@ -256,24 +197,13 @@ impl DockerArchive {
         let mut layers = Vec::new();
         for id in &chain {
             let name = format!("{id}/layer.tar");
-            let member = members
-                .get(&name)
-                .ok_or_else(|| self.invalid(format!("layer '{name}' is missing")))?;
+            let member = members.get(&name).ok_or_else(|| self.invalid(format!("layer '{name}' is missing")))?;
             layers.push(PlannedLayer {
-                expected: Expected {
-                    size: Some(member.size),
-                    ..Expected::default()
-                },
+                expected: Expected { size: Some(member.size), ..Expected::default() },
                 archive_member: Some((member.offset, member.size)),
             });
         }
-        Ok(Plan {
-            documents: Documents::Synthesized {
-                config_bytes: None,
-                legacy_config: top_json,
-            },
-            layers,
-        })
+        Ok(Plan { documents: Documents::Synthesized { config_bytes: None, legacy_config: top_json }, layers })
     }
 }
 
@@ -289,20 +219,13 @@ impl Source for DockerArchive {
         } else if members.contains_key(REPOSITORIES_FILE) {
             self.resolve_legacy(&members)
         } else {
-            Err(self.invalid(format!(
-                "neither {MANIFEST_FILE} nor {REPOSITORIES_FILE} found: not a docker save archive"
-            )))
+            Err(self
+                .invalid(format!("neither {MANIFEST_FILE} nor {REPOSITORIES_FILE} found: not a docker save archive")))
         }
     }
 
-    fn open_layer(
-        &self,
-        _index: usize,
-        layer: &PlannedLayer,
-    ) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let (offset, size) = layer
-            .archive_member
-            .ok_or_else(|| self.invalid("layer has no archive location"))?;
+    fn open_layer(&self, _index: usize, layer: &PlannedLayer) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let (offset, size) = layer.archive_member.ok_or_else(|| self.invalid("layer has no archive location"))?;
         Ok(Box::new(self.open_member(Member { offset, size })?))
     }
 }

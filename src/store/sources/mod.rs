@@ -6,6 +6,7 @@
 
 pub(crate) mod docker_archive;
 pub(crate) mod oci_layout;
+pub(crate) mod registry;
 
 use std::io::Read;
 
@@ -26,18 +27,11 @@ pub(crate) struct PlannedLayer {
 #[derive(Debug, Clone)]
 pub(crate) enum Documents {
     /// The source has a manifest and config: store their exact bytes.
-    Verbatim {
-        manifest_bytes: Vec<u8>,
-        config_bytes: Vec<u8>,
-        index_digest: Option<Digest>,
-    },
+    Verbatim { manifest_bytes: Vec<u8>, config_bytes: Vec<u8>, index_digest: Option<Digest> },
     /// A docker archive: the config is verbatim (current format) or built from the
     /// legacy per-layer json once the diff_ids are known; the manifest is built after
     /// the layers are unpacked.
-    Synthesized {
-        config_bytes: Option<Vec<u8>>,
-        legacy_config: Option<serde_json::Value>,
-    },
+    Synthesized { config_bytes: Option<Vec<u8>>, legacy_config: Option<serde_json::Value> },
 }
 
 /// The result of resolving a reference.
@@ -52,11 +46,7 @@ pub(crate) trait Source: Sync {
     /// Resolves the image.
     fn resolve(&self) -> Result<Plan, StoreError>;
     /// Opens layer `index` of the plan as a stream of the blob's bytes.
-    fn open_layer(
-        &self,
-        index: usize,
-        layer: &PlannedLayer,
-    ) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    fn open_layer(&self, index: usize, layer: &PlannedLayer) -> Result<Box<dyn Read + Send + '_>, StoreError>;
     /// For messages: where the image comes from.
     fn describe(&self) -> String;
 }
