@@ -327,7 +327,8 @@ pub struct FetchedManifest {
 }
 
 impl Session {
-    /// GETs a manifest by tag or digest, bounded to 4 MiB.
+    /// GETs a manifest by tag or digest, bounded to 4 MiB. A body that breaks off
+    /// is fetched again.
     pub fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let accept = MANIFEST_ACCEPT.join(", ");
         let request = Request {
@@ -336,12 +337,22 @@ impl Session {
             range_from: None,
             what: format!("manifest {}:{reference}", self.repository),
         };
-        let response = self.send(&request)?;
-        let media_type = header_str(&response, reqwest::header::CONTENT_TYPE.as_str())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
-        let content_digest = header_str(&response, "docker-content-digest");
-        let bytes = auth::read_limited(response, MAX_DOCUMENT_BYTES)?;
-        Ok(FetchedManifest { bytes, media_type, content_digest })
+        let mut attempt = 0;
+        loop {
+            let response = self.send(&request)?;
+            let media_type = header_str(&response, reqwest::header::CONTENT_TYPE.as_str())
+                .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+            let content_digest = header_str(&response, "docker-content-digest");
+            match auth::read_limited(response, MAX_DOCUMENT_BYTES) {
+                Ok(bytes) => return Ok(FetchedManifest { bytes, media_type, content_digest }),
+                Err(e) if attempt < self.retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "manifest body broke off; fetching again");
+                    self.sleep_backoff(attempt, None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// GETs a small blob (config) in memory, verified against its digest and size.
@@ -349,15 +360,13 @@ impl Session {
         if size > MAX_DOCUMENT_BYTES {
             return Err(RegistryError::Protocol(format!("{digest} is {size} bytes, over the 4 MiB document limit")));
         }
-        let request = Request {
-            path: format!("/v2/{}/blobs/{digest}", self.repository),
-            accept: None,
-            range_from: None,
-            what: format!("blob {digest}"),
-        };
-        let bytes = auth::read_limited(self.send(&request)?, MAX_DOCUMENT_BYTES)?;
+        let reader = self.blob(digest, Some(size))?;
+        let bytes = crate::digest::read_bounded(reader, size)
+            .map_err(|e| RegistryError::Protocol(format!("reading blob {digest}: {e}")))?;
         if bytes.len() as u64 != size || Digest::of_bytes(&bytes) != *digest {
-            return Err(RegistryError::Protocol(format!("blob {digest} does not match its digest or size")));
+            return Err(RegistryError::Protocol(format!(
+                "blob {digest} does not match its digest or size: corrupt or tampered"
+            )));
         }
         Ok(bytes)
     }

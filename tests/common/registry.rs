@@ -422,7 +422,8 @@ fn proxy_one(stream: TcpStream, upstream_port: u16, faults: &Mutex<Faults>) {
         }
     }
     head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
-    if corrupt && !body.is_empty() {
+    // Only layer-sized bodies, so that the layer path (not the config) meets the bad bytes.
+    if corrupt && body.len() > 4096 {
         let mid = body.len() / 2;
         body[mid] ^= 0x55;
     }
