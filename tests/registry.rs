@@ -300,3 +300,31 @@ fn concurrent_pulls_share_layers_across_processes() {
     }
     assert_pulled(&e, &e.root);
 }
+
+#[test]
+fn tls_registry_needs_its_ca_unless_told_insecure() {
+    let e = env();
+    let certs = e.work.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let registry = Registry::start(Auth::Tls(certs.clone()));
+    registry.push(&e.layout, "v1", "app:1", None);
+    let reference = format!("{}/app:1", registry.host());
+    // loopback is insecure by default; say it is not, so TLS is verified
+    let strict = config_file(&e, &format!("[registries.\"{}\"]\ninsecure = false\n", registry.host()));
+    let o = strata(&e.root, &["--config", &strict, "pull", &reference]);
+    assert!(!o.status.success(), "an unknown CA must be refused");
+    assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
+    nothing_stored(&e.root);
+    let with_ca = config_file(
+        &e,
+        &format!(
+            "[registries.\"{}\"]\ninsecure = false\nca_file = \"{}\"\n",
+            registry.host(),
+            certs.join("ca.pem").display()
+        ),
+    );
+    strata_ok(&e.root, &["--config", &with_ca, "pull", &reference]);
+    assert_pulled(&e, &e.root);
+    // or --tls-verify=false for one call
+    strata_ok(&e.work.join("root2"), &["--config", &strict, "pull", "--tls-verify=false", &reference]);
+}

@@ -33,6 +33,48 @@ pub enum Auth {
     None,
     Htpasswd,
     Token(Arc<TokenServer>),
+    /// No auth, but HTTPS with a certificate for 127.0.0.1 from a private CA (its PEM).
+    Tls(PathBuf),
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 in `dir`; returns (ca.pem, cert.pem, key.pem).
+pub fn make_tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=strata test CA", "-keyout"])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("server.pem")));
+    (p("ca.pem"), p("server.pem"), p("server.key"))
 }
 
 /// A running `docker-registry`.
@@ -57,6 +99,10 @@ impl Registry {
                 std::fs::write(dir.path().join("htpasswd"), format!("{USER}:{}\n", hash.trim())).unwrap();
                 format!("auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n", dir.path().join("htpasswd").display())
             }
+            Auth::Tls(dir) => {
+                let (_, cert, key) = make_tls_certs(dir);
+                format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display())
+            }
             Auth::Token(server) => format!(
                 "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                 server.port,
@@ -64,8 +110,10 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
-            dir.path().join("data").display()
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}{}",
+            dir.path().join("data").display(),
+            if matches!(auth, Auth::Tls(_)) { auth_yaml.as_str() } else { "" },
+            if matches!(auth, Auth::Tls(_)) { "" } else { auth_yaml.as_str() },
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
