@@ -175,6 +175,23 @@ fn token_auth_registry() {
     tokens.anonymous_pull.store(true, Ordering::SeqCst);
     strata_ok(&e.work.join("anon"), &["pull", &reference]);
 
+    // Docker's identitytoken: exchanged with an OAuth2 refresh-token POST
+    let docker = e.work.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"identitytoken":"{}"}}}}}}"#, registry.host(), common::registry::REFRESH_TOKEN),
+    )
+    .unwrap();
+    tokens.anonymous_pull.store(false, Ordering::SeqCst);
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--root", e.work.join("oauth").to_str().unwrap(), "pull", &reference])
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(tokens.refreshes.load(Ordering::SeqCst), 1);
+
     // a token the registry refuses is replaced once, transparently
     tokens.bad_tokens.store(1, Ordering::SeqCst);
     let before = tokens.issued.load(Ordering::SeqCst);
@@ -327,4 +344,22 @@ fn tls_registry_needs_its_ca_unless_told_insecure() {
     assert_pulled(&e, &e.root);
     // or --tls-verify=false for one call
     strata_ok(&e.work.join("root2"), &["--config", &strict, "pull", "--tls-verify=false", &reference]);
+}
+
+#[test]
+fn schema1_manifests_as_mesos_pulled_them() {
+    let e = env();
+    let registry = Registry::start_with(Auth::None, "compatibility:\n  schema1:\n    enabled: true\n");
+    registry.push_schema1(&e.layout, "v1", "old/app:1");
+    let reference = format!("{}/old/app:1", registry.host());
+    strata_ok(&e.root, &["pull", &reference]);
+    assert_pulled(&e, &e.root);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&strata_ok(&e.root, &["inspect", "--json", &reference])).unwrap();
+    let layers = inspect["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "base-first, duplicates dropped");
+    assert_eq!(layers[0]["diff_id"], format!("sha256:{}", common::sha256_hex(&e.layers[0])));
+    let rootfs = PathBuf::from(strata_ok(&e.root, &["provision", "c", &reference, "--backend", "copy"]).trim());
+    assert_eq!(std::fs::read(rootfs.join("top")).unwrap(), b"top layer");
+    assert!(!rootfs.join("gone").exists());
 }

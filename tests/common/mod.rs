@@ -273,6 +273,7 @@ pub fn config_json(diff_ids: &[String], arch: &str) -> Vec<u8> {
         "architecture": arch, "os": "linux",
         "config": {"Env": ["PATH=/bin"], "Entrypoint": ["/bin/sh"], "Cmd": ["-c", "true"], "WorkingDir": "/w", "User": "1:2"},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": diff_ids.iter().enumerate().map(|(i, _)| serde_json::json!({"created_by": format!("layer {i}")})).collect::<Vec<_>>(),
     }))
     .unwrap()
 }

@@ -16,6 +16,8 @@ use base64::Engine as _;
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "wonderland";
+/// The OAuth2 refresh token (Docker's `identitytoken`) the token server accepts.
+pub const REFRESH_TOKEN: &str = "refresh-me-please";
 const SERVICE: &str = "strata-test";
 const ISSUER: &str = "strata-test-issuer";
 
@@ -86,6 +88,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth) -> Self {
+        Self::start_with(auth, "")
+    }
+
+    /// With extra top-level YAML (e.g. `compatibility:` for schema 1).
+    pub fn start_with(auth: Auth, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let auth_yaml = match &auth {
@@ -114,7 +121,7 @@ impl Registry {
             dir.path().join("data").display(),
             if matches!(auth, Auth::Tls(_)) { auth_yaml.as_str() } else { "" },
             if matches!(auth, Auth::Tls(_)) { "" } else { auth_yaml.as_str() },
-        );
+        ) + extra_yaml;
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let child = Command::new("docker-registry")
@@ -148,6 +155,14 @@ impl Registry {
         run(&mut cmd);
     }
 
+    /// Pushes a tag as a signed Docker schema 1 manifest.
+    pub fn push_schema1(&self, layout: &Path, tag: &str, repo: &str) {
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s1"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}", self.host())));
+    }
+
     /// Pushes every platform of an index.
     pub fn push_all(&self, layout: &Path, tag: &str, repo: &str) {
         run(Command::new("skopeo")
@@ -178,6 +193,8 @@ pub struct TokenServer {
     pub anonymous_pull: AtomicBool,
     /// Issue the next N tokens for a wrong audience (the registry refuses them).
     pub bad_tokens: AtomicUsize,
+    /// Refresh-token exchanges served.
+    pub refreshes: AtomicUsize,
     stop: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
@@ -222,6 +239,7 @@ impl TokenServer {
             lifetime: Mutex::new(300),
             anonymous_pull: AtomicBool::new(false),
             bad_tokens: AtomicUsize::new(0),
+            refreshes: AtomicUsize::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             _dir: dir,
         });
@@ -264,6 +282,31 @@ impl TokenServer {
             }
         }
         let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        if request_line.starts_with("POST") {
+            // OAuth2: grant_type=refresh_token&refresh_token=…&scope=…
+            let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let form = String::from_utf8_lossy(&body).to_string();
+            let field = |name: &str| {
+                form.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .map(percent_decode)
+                    .unwrap_or_default()
+            };
+            let (status, answer) = if field("grant_type") == "refresh_token" && field("refresh_token") == REFRESH_TOKEN
+            {
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                let scopes: Vec<String> = field("scope").split(' ').map(str::to_owned).collect();
+                let token: serde_json::Value = serde_json::from_str(&self.token(&scopes, true)).unwrap();
+                (200, serde_json::json!({"access_token": token["token"], "expires_in": 300}).to_string())
+            } else {
+                (401, r#"{"error":"invalid_grant"}"#.to_owned())
+            };
+            let mut stream = stream;
+            let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
+            return;
+        }
         let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
         let mut scopes = Vec::new();
         for pair in query.split('&') {
