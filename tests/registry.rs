@@ -316,6 +316,34 @@ fn concurrent_pulls_share_layers_across_processes() {
         assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     }
     assert_pulled(&e, &e.root);
+    // each layer blob was downloaded once, whichever process got there first
+    let paths = proxy.faults.lock().unwrap().paths.clone();
+    for layer in &e.layers {
+        let blob = common::compress(layer, Comp::Gzip);
+        let digest = format!("sha256:{}", common::sha256_hex(&blob));
+        let gets = paths.iter().filter(|p| p.ends_with(&digest)).count();
+        assert_eq!(gets, 1, "layer {digest} fetched {gets} times");
+    }
+}
+
+#[test]
+fn redirects_to_blob_storage_drop_the_registry_credentials() {
+    let e = env();
+    let registry = Registry::start(Auth::Htpasswd);
+    let creds = format!("{USER}:{PASSWORD}");
+    registry.push(&e.layout, "v1", "app:1", Some(&creds));
+    // "blob storage": another host that authenticates the request by itself
+    let storage = FaultProxy::start(registry.port);
+    let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &creds));
+    storage.faults.lock().unwrap().upstream_authorization = Some(basic);
+    let front = FaultProxy::start(registry.port);
+    front.faults.lock().unwrap().redirect_blobs_to = Some(format!("http://{}", storage.host()));
+    strata_ok(&e.root, &["pull", "--creds", &creds, &format!("{}/app:1", front.host())]);
+    assert_pulled(&e, &e.root);
+    let storage_faults = storage.faults.lock().unwrap();
+    assert!(storage_faults.requests >= 4, "blobs came from the storage host");
+    assert_eq!(storage_faults.with_authorization, 0, "the registry's Authorization never reaches another host");
+    assert!(front.faults.lock().unwrap().with_authorization > 0);
 }
 
 #[test]

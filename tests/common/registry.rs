@@ -405,6 +405,14 @@ pub struct Faults {
     pub delay: Duration,
     /// Requests seen.
     pub requests: usize,
+    /// Paths requested, in order.
+    pub paths: Vec<String>,
+    /// Requests that carried an `Authorization` header.
+    pub with_authorization: usize,
+    /// Answer blob GETs with a 307 to this base URL (another host: blob storage).
+    pub redirect_blobs_to: Option<String>,
+    /// Add this `Authorization` header upstream (a presigned URL carries its own).
+    pub upstream_authorization: Option<String>,
 }
 
 /// A reverse proxy in front of a registry that injects faults.
@@ -468,9 +476,13 @@ fn proxy_one(stream: TcpStream, upstream_port: u16, faults: &Mutex<Faults>) {
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let is_blob = path.contains("/blobs/");
-    let (delay, inject, truncate, corrupt) = {
+    let (delay, inject, truncate, corrupt, redirect, upstream_auth) = {
         let mut f = faults.lock().unwrap();
         f.requests += 1;
+        f.paths.push(path.clone());
+        if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            f.with_authorization += 1;
+        }
         let inject = if f.unavailable > 0 {
             f.unavailable -= 1;
             Some("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -487,12 +499,17 @@ fn proxy_one(stream: TcpStream, upstream_port: u16, faults: &Mutex<Faults>) {
         if truncate {
             f.truncate_blobs -= 1;
         }
-        (f.delay, inject, truncate, is_blob && f.corrupt_blobs)
+        let redirect = if is_blob { f.redirect_blobs_to.clone() } else { None };
+        (f.delay, inject, truncate, is_blob && f.corrupt_blobs, redirect, f.upstream_authorization.clone())
     };
     std::thread::sleep(delay);
     let mut out = stream;
     if let Some(answer) = inject {
         let _ = out.write_all(answer.as_bytes());
+        return;
+    }
+    if let Some(base) = redirect {
+        let _ = write!(out, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {base}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     }
     let client = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -501,6 +518,9 @@ fn proxy_one(stream: TcpStream, upstream_port: u16, faults: &Mutex<Faults>) {
         if !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("connection") {
             req = req.header(k.as_str(), v.as_str());
         }
+    }
+    if let Some(auth) = upstream_auth {
+        req = req.header("authorization", auth);
     }
     let Ok(mut resp) = req.send() else { return };
     let mut body = Vec::new();
