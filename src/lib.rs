@@ -13,9 +13,11 @@
 //! The library never prints and never exits; the `strata` binary does.
 
 pub mod backend;
+pub mod bundle;
 pub mod config;
 pub mod digest;
 pub mod durable;
+pub mod gc;
 pub mod image;
 pub mod layer;
 pub mod mount;

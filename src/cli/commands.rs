@@ -101,6 +101,38 @@ pub(crate) fn provision(
     }
 }
 
+pub(crate) fn bundle(
+    ctx: &Context,
+    container: &str,
+    reference: &str,
+    dir: &std::path::Path,
+    backend: Option<&str>,
+    parent: Option<&str>,
+    args: &PullArgs,
+) -> Result<()> {
+    let container = container_path(container, parent)?;
+    let image_ref = parse(reference)?;
+    let kind = backend.map(str::parse::<BackendKind>).transpose()?;
+    let provisioner = ctx.provisioner(Some(args), None)?;
+    let done = provisioner
+        .provision(&container, &image_ref, kind, args.pull)
+        .with_context(|| format!("failed to provision container '{container}' from {image_ref}"))?;
+    let hostname = container.ids().last().map(|id| id.as_str().to_owned()).unwrap_or_default();
+    let written = strata::bundle::runtime_config(&done.rootfs, &hostname, &done.config)
+        .and_then(|config| strata::bundle::write(dir, &config));
+    if let Err(e) = written {
+        // No bundle, no rootfs: leave nothing behind.
+        let _ = provisioner.destroy(&container);
+        return Err(e).context("cannot write the bundle");
+    }
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    if ctx.json {
+        print_json(&serde_json::json!({ "bundle": dir, "rootfs": done.rootfs, "container": container.to_string() }))
+    } else {
+        print_line(&dir.display().to_string())
+    }
+}
+
 pub(crate) fn destroy(ctx: &Context, container: &str, parent: Option<&str>) -> Result<()> {
     let container = container_path(container, parent)?;
     let provisioner = ctx.provisioner(None, None)?;
@@ -143,6 +175,28 @@ pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
             report.remounted,
             report.stray_mounts_unmounted,
             report.staging_cleared
+        ))
+    }
+}
+
+pub(crate) fn gc(ctx: &Context, keep_bytes: Option<u64>, keep: &[String]) -> Result<()> {
+    let keep = keep.iter().map(|r| parse(r)).collect::<Result<Vec<_>>>()?;
+    let provisioner = ctx.provisioner(None, None)?;
+    let report =
+        strata::gc::collect(&provisioner, &strata::gc::GcPolicy::new(keep_bytes, keep)).context("gc failed")?;
+    if ctx.json {
+        print_json(&report)
+    } else {
+        for image in &report.images_removed {
+            print_line(&format!("removed image {image}"))?;
+        }
+        print_line(&format!(
+            "freed {} images, {} layers, {} documents, {} bytes; {} bytes left",
+            report.images_removed.len(),
+            report.layers_removed,
+            report.blobs_removed,
+            report.bytes_freed,
+            report.bytes_left
         ))
     }
 }

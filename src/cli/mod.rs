@@ -107,6 +107,23 @@ enum Command {
         #[command(flatten)]
         args: PullArgs,
     },
+    /// Provision a rootfs and write an OCI runtime bundle (DIR/config.json) for crun or runc
+    Bundle {
+        /// Container id
+        container: String,
+        /// Image reference
+        reference: String,
+        /// Bundle directory (created if missing)
+        dir: PathBuf,
+        /// Backend: copy, bind or overlay
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
+        /// Nest the container under this one
+        #[arg(long, value_name = "ID")]
+        parent: Option<String>,
+        #[command(flatten)]
+        args: PullArgs,
+    },
     /// Remove all of a container's rootfses (prints `destroyed` or `not found`)
     Destroy {
         /// Container id
@@ -122,6 +139,16 @@ enum Command {
         /// Containers to keep (comma-separated, nested as parent/child) [default: every complete one]
         #[arg(long, value_name = "ID,...", value_delimiter = ',')]
         alive: Option<Vec<String>>,
+    },
+    /// Remove images no rootfs uses and no one pinned (least recently used first), then
+    /// the layers nothing needs
+    Gc {
+        /// Stop once the store's layers take at most this many bytes [default: remove all unused]
+        #[arg(long, value_name = "N")]
+        keep_bytes: Option<u64>,
+        /// Never remove this image (repeatable)
+        #[arg(long, value_name = "REF")]
+        keep: Vec<String>,
     },
     /// Print version and build information
     Version,
@@ -260,9 +287,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Provision { container, reference, backend, parent, args } => {
             commands::provision(&ctx, &container, &reference, backend.as_deref(), parent.as_deref(), &args)
         }
+        Command::Bundle { container, reference, dir, backend, parent, args } => {
+            commands::bundle(&ctx, &container, &reference, &dir, backend.as_deref(), parent.as_deref(), &args)
+        }
         Command::Destroy { container, parent } => commands::destroy(&ctx, &container, parent.as_deref()),
         Command::Containers => commands::containers(&ctx),
         Command::Recover { alive } => commands::recover(&ctx, alive.as_deref()),
+        Command::Gc { keep_bytes, keep } => commands::gc(&ctx, keep_bytes, &keep),
         Command::Version => commands::version(&ctx),
     }
 }

@@ -170,7 +170,7 @@ impl Applier {
                     _ => SpecialKind::Fifo,
                 };
                 if special != SpecialKind::Fifo && !(self.privileges.root && self.privileges.devices) {
-                    tracing::warn!(entry = %path.display(), "skipping device node (devices are not allowed)");
+                    tracing::debug!(entry = %path.display(), "skipping device node (devices are not allowed)");
                     self.stats.skipped += 1;
                     return Ok(());
                 }

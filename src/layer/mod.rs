@@ -113,14 +113,14 @@ fn unpack_stream(
     let compressed = HashingReader::new(blob, size_limit);
     let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
         .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
-    let uncompressed = HashingReader::new(decoder, options.max_layer_bytes);
     let privileges = entry::Privileges { root: crate::sys::is_root(), devices: options.allow_devices };
     let mut applier = entry::Applier::new(dest, privileges).map_err(|e| UnpackError::io("open destination", e))?;
 
-    let (stats, uncompressed) = std::thread::scope(|scope| {
-        // Decompression and hashing on one core, tar parsing and file creation on the other.
-        let (chunks, producer) = readahead::spawn(scope, uncompressed);
-        let mut archive = tar::Archive::new(chunks);
+    let (stats, uncompressed, decoder) = std::thread::scope(|scope| {
+        // Reading, the blob hash and inflating on one core; the diff_id hash, tar
+        // parsing and file creation on the other: the two halves cost about the same.
+        let (chunks, producer) = readahead::spawn(scope, decoder);
+        let mut archive = tar::Archive::new(HashingReader::new(chunks, options.max_layer_bytes));
         let applied = (|| {
             for item in archive.entries().map_err(map_io("read tar"))? {
                 let mut item = item.map_err(map_io("read tar"))?;
@@ -128,14 +128,16 @@ fn unpack_stream(
             }
             applier.finish()?;
             // The diff_id covers the whole tar stream, past the end-of-archive blocks.
-            io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(map_io("read layer"))?;
-            Ok::<_, UnpackError>(applier.stats)
+            let mut uncompressed = archive.into_inner();
+            uncompressed.drain().map_err(map_io("read layer"))?;
+            Ok::<_, UnpackError>((applier.stats, uncompressed.digest(), uncompressed.count()))
         })();
-        let uncompressed = producer.join().map_err(|_| UnpackError::refused("the decompression thread panicked"));
-        Ok::<_, UnpackError>((applied?, uncompressed?))
+        let decoder = producer.join().map_err(|_| UnpackError::refused("the decompression thread panicked"));
+        let (stats, diff_id, size) = applied?;
+        Ok::<_, UnpackError>((stats, (diff_id, size), decoder?))
     })?;
-    let (diff_id, uncompressed_size) = (uncompressed.digest(), uncompressed.count());
-    let mut source = uncompressed.into_inner().into_source();
+    let (diff_id, uncompressed_size) = uncompressed;
+    let mut source = decoder.into_source();
     io::copy(&mut source, &mut io::sink()).map_err(map_io("read blob"))?;
     let compressed = source.into_inner();
     let (digest, size) = (compressed.digest(), compressed.count());

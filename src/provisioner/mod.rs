@@ -98,8 +98,8 @@ type Result<T, E = ProvisionError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootfsState {
-    /// Being made; recover removes it (strata itself writes only `ready` records: a
-    /// rootfs without one is incomplete).
+    /// Being made (or crashed half way): recover removes it. A rootfs with no record
+    /// at all is incomplete too.
     Provisioning,
     /// Handed out.
     Ready,
@@ -282,6 +282,11 @@ impl Provisioner {
         self.default_backend
     }
 
+    /// Dies here if a test asked for this crash point (see [`CrashPoints`]).
+    pub fn crash_point(&self, name: &str) {
+        self.crash.check(name);
+    }
+
     /// The destroy error counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -333,24 +338,26 @@ impl Provisioner {
         let rootfs_id = RootfsId::new();
         let rootfs = paths::rootfs_dir(&backend_dir, &rootfs_id);
         let scratch = paths::scratch_dir(&backend_dir, &rootfs_id);
-        let record = RootfsRecord {
+        let mut record = RootfsRecord {
             rootfs_id: rootfs_id.clone(),
             backend: kind,
             image: image.record.reference.clone(),
             manifest_digest: image.record.manifest_digest.clone(),
             layers: image.layers.iter().map(|l| l.record.diff_id.clone()).collect(),
-            state: RootfsState::Ready,
+            state: RootfsState::Provisioning,
             created: now(),
         };
-        // A rootfs or scratch dir without a `ready` record is incomplete by definition,
-        // so nothing needs recording before the dirs exist.
         let made = (|| {
+            // Not flushed: it only tells GC which layers a half-made rootfs may use (a
+            // power cut takes the mounts with it); the `ready` record below is durable.
+            self.write_record(&backend_dir, &record, false)?;
             std::fs::create_dir(&rootfs).context("create", &rootfs)?;
             std::fs::create_dir(&scratch).context("create", &scratch)?;
             self.crash.check("provision:dirs");
             backend.provision(&layers, &rootfs, &scratch)?;
             self.crash.check("provision:mounted");
-            self.write_record(&backend_dir, &record)?;
+            record.state = RootfsState::Ready;
+            self.write_record(&backend_dir, &record, true)?;
             self.crash.check("provision:ready");
             Ok::<(), ProvisionError>(())
         })();
@@ -571,13 +578,18 @@ impl Provisioner {
         Ok(())
     }
 
-    fn write_record(&self, backend_dir: &Path, record: &RootfsRecord) -> Result<()> {
+    fn write_record(&self, backend_dir: &Path, record: &RootfsRecord, durable_write: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| ProvisionError::Record {
             path: paths::record_path(backend_dir, &record.rootfs_id),
             why: e.to_string(),
         })?;
         let dir = backend_dir.join(paths::RECORDS_DIR);
-        durable::write_file(&dir, &dir, &format!("{}.json", record.rootfs_id), &bytes)?;
+        let name = format!("{}.json", record.rootfs_id);
+        if durable_write {
+            durable::write_file(&dir, &dir, &name, &bytes)?;
+        } else {
+            durable::write_file_relaxed(&dir, &dir, &name, &bytes)?;
+        }
         Ok(())
     }
 
@@ -638,6 +650,28 @@ impl Provisioner {
             i += 1;
         }
         Ok(out)
+    }
+
+    /// Waits for every in-flight provision and destroy and keeps new ones out while
+    /// the returned lock is held (garbage collection needs a still picture).
+    pub fn lock_exclusive(&self) -> Result<File> {
+        self.lock_provisioner(true)
+    }
+
+    /// The images (cache keys) and layers (diff_ids) that some rootfs on disk uses,
+    /// complete or not.
+    pub fn images_in_use(&self) -> Result<(BTreeSet<String>, BTreeSet<Digest>)> {
+        let (mut images, mut layers) = (BTreeSet::new(), BTreeSet::new());
+        for container in self.all_containers()? {
+            let dir = paths::container_dir(&self.dir, &container);
+            for (backend_dir, id) in self.rootfs_ids(&dir)? {
+                if let Some(record) = self.read_record(&backend_dir, &id)? {
+                    images.insert(record.image);
+                    layers.extend(record.layers);
+                }
+            }
+        }
+        Ok((images, layers))
     }
 
     fn lock_provisioner(&self, exclusive: bool) -> Result<File> {

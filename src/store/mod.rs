@@ -40,6 +40,8 @@ const IMAGES_DIR: &str = "images";
 const STAGING_DIR: &str = "staging";
 /// One flock file per layer being fetched, so that two processes fetch it once.
 const LOCKS_DIR: &str = "locks";
+/// Held shared by pulls, exclusively by garbage collection.
+const STORE_LOCK: &str = "lock";
 /// Inside a layer directory: the unpacked tree.
 pub const LAYER_ROOTFS: &str = "rootfs";
 /// Inside a layer directory: its facts.
@@ -290,6 +292,7 @@ impl Store {
     /// Concurrent pulls of the same content in several processes are safe: the first
     /// commit of a layer wins and the others discard their copy.
     pub fn pull(&self, reference: &ImageRef, policy: PullPolicy) -> Result<Image> {
+        let _gc = self.lock_store(false)?;
         let key = reference.cache_key();
         if policy != PullPolicy::Always {
             if let Some(image) = self.cached(&key)? {
@@ -335,7 +338,12 @@ impl Store {
 
     /// Forgets an image; its layers stay until garbage collection. `Ok(false)` if unknown.
     pub fn remove(&self, reference: &ImageRef) -> Result<bool> {
-        let path = self.record_path(&reference.cache_key());
+        self.remove_key(&reference.cache_key())
+    }
+
+    /// Forgets the image recorded under a cache key (see [`ImageRef::cache_key`]).
+    pub fn remove_key(&self, key: &str) -> Result<bool> {
+        let path = self.record_path(key);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -345,6 +353,98 @@ impl Store {
         let fd = sysfs::open_dir(&dir).context("open", &dir)?;
         sysfs::fsync(fd.as_fd()).context("fsync", &dir)?;
         Ok(true)
+    }
+
+    /// Takes the store lock exclusively for garbage collection: waits for in-flight
+    /// pulls (which hold it shared) and keeps new ones out while held.
+    pub fn lock_for_gc(&self) -> Result<std::fs::File> {
+        self.lock_store(true)
+    }
+
+    fn lock_store(&self, exclusive: bool) -> Result<std::fs::File> {
+        let path = self.dir.join(STORE_LOCK);
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
+        if exclusive {
+            sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
+        } else {
+            sysfs::lock_shared(file.as_fd()).context("flock", &path)?;
+        }
+        Ok(file)
+    }
+
+    /// The diff_ids of a recorded image's layers (from its stored config).
+    pub fn image_layers(&self, record: &ImageRecord) -> Result<Vec<Digest>> {
+        let manifest = self.manifest_of(record)?;
+        let config_bytes = self.read_blob(&manifest.config.digest)?;
+        let config = ImageConfig::parse(&config_bytes)
+            .map_err(|source| StoreError::Document { digest: manifest.config.digest.clone(), source })?;
+        Ok(config.rootfs.diff_ids)
+    }
+
+    /// The documents (manifest, config, index) a recorded image needs.
+    pub fn image_blobs(&self, record: &ImageRecord) -> Result<Vec<Digest>> {
+        let manifest = self.manifest_of(record)?;
+        let mut blobs = vec![record.manifest_digest.clone(), manifest.config.digest.clone()];
+        blobs.extend(record.index_digest.clone());
+        Ok(blobs)
+    }
+
+    fn manifest_of(&self, record: &ImageRecord) -> Result<Manifest> {
+        let bytes = self.read_blob(&record.manifest_digest)?;
+        match Document::parse(&bytes, None)
+            .map_err(|source| StoreError::Document { digest: record.manifest_digest.clone(), source })?
+        {
+            Document::Manifest(m) => Ok(m),
+            Document::Index(_) => Err(StoreError::Document {
+                digest: record.manifest_digest.clone(),
+                source: DocumentError::Inconsistent("image record points at an index".into()),
+            }),
+        }
+    }
+
+    /// Every stored layer and its uncompressed size.
+    pub fn layer_sizes(&self) -> Result<std::collections::BTreeMap<Digest, u64>> {
+        let dir = self.dir.join(LAYERS_DIR);
+        let mut out = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).context("read", &dir)? {
+            let name = entry.context("read", &dir)?.file_name();
+            let Some(digest) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) else { continue };
+            let size = self.layer_record(&digest).map_or(0, |r| r.uncompressed_size);
+            out.insert(digest, size);
+        }
+        Ok(out)
+    }
+
+    /// Removes a layer: renamed into staging first (atomic: it is gone or whole), then
+    /// deleted; an interrupted delete is finished by `clear_staging`.
+    pub fn remove_layer(&self, diff_id: &Digest) -> Result<()> {
+        let layers = self.dir.join(LAYERS_DIR);
+        let staging = self.dir.join(STAGING_DIR);
+        let from = sysfs::open_dir(&layers).context("open", &layers)?;
+        let to = sysfs::open_dir(&staging).context("open", &staging)?;
+        let trash = format!("gc-{}-{}", diff_id.short(), uuid::Uuid::new_v4().simple());
+        sysfs::rename_noreplace(from.as_fd(), OsStr::new(diff_id.hex()), to.as_fd(), OsStr::new(&trash))
+            .context("rename", self.layer_dir(diff_id))?;
+        sysfs::fsync(from.as_fd()).context("fsync", &layers)?;
+        sysfs::remove_all_at(to.as_fd(), OsStr::new(&trash)).context("remove", staging.join(&trash))?;
+        tracing::info!(layer = %diff_id, "gc: layer removed");
+        Ok(())
+    }
+
+    /// Removes every stored document not in `keep`; returns how many went.
+    pub fn remove_blobs_except(&self, keep: &std::collections::BTreeSet<Digest>) -> Result<usize> {
+        let dir = self.dir.join(BLOBS_DIR);
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir).context("read", &dir)? {
+            let entry = entry.context("read", &dir)?;
+            let Some(digest) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) else { continue };
+            if !keep.contains(&digest) {
+                std::fs::remove_file(entry.path()).context("remove", entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes staging entries left by dead processes (their flock is free).
@@ -566,6 +666,13 @@ impl Store {
         let started = std::time::Instant::now();
         let unpacked = layer::unpack(blob, &layer.expected, &rootfs, &self.options.unpack)
             .map_err(|source| StoreError::Unpack { image: key.to_owned(), layer: label.clone(), source })?;
+        if unpacked.stats.skipped > 0 {
+            tracing::warn!(
+                layer = %unpacked.diff_id,
+                skipped = unpacked.stats.skipped,
+                "skipped device nodes (not allowed: unpack.allow_devices) or aufs metadata"
+            );
+        }
         let record = LayerRecord {
             diff_id: unpacked.diff_id.clone(),
             digest: unpacked.digest.clone(),
