@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(skopeo umoci docker-registry crun tar gzip openssl python3 curl)
+packages=(skopeo umoci docker-registry crun busybox-static tar gzip openssl python3 curl util-linux)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
