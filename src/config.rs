@@ -14,6 +14,12 @@
 //! [unpack]
 //! allow_devices = false             # create device nodes from layers (root only)
 //!
+//! [serve]
+//! socket = "/run/strata/strata.sock" # default; --socket overrides
+//! gc_max_store_bytes = 107374182400  # automatic GC above this (default: off)
+//! gc_keep_bytes = 85899345920        # ... down to this (default: 80% of the max)
+//! gc_interval_secs = 300             # how often to check (default: 300)
+//!
 //! [registries."registry.example:5000"]
 //! insecure = false                  # plain HTTP / unverified TLS allowed (default true for loopback)
 //! ca_file = "/etc/strata/example-ca.pem"
@@ -48,9 +54,27 @@ pub struct Config {
     /// Unpacking permissions.
     #[serde(default)]
     pub unpack: Unpack,
+    /// The daemon (`strata serve`).
+    #[serde(default)]
+    pub serve: Serve,
     /// Per-registry settings, keyed by `HOST[:PORT]` (`docker.io` for Docker Hub).
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, RegistryConfig>,
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Serve {
+    /// Socket path. Default: /run/strata/strata.sock (`--socket` overrides).
+    pub socket: Option<PathBuf>,
+    /// Automatic GC starts when the store's layers pass this many bytes. Default: off.
+    pub gc_max_store_bytes: Option<u64>,
+    /// Automatic GC collects down to this many bytes. Default: 80% of `gc_max_store_bytes`.
+    pub gc_keep_bytes: Option<u64>,
+    /// Seconds between automatic GC checks. Default: 300.
+    pub gc_interval_secs: Option<u64>,
 }
 
 /// `[registries."HOST[:PORT]"]`.

@@ -24,5 +24,6 @@ pub mod mount;
 pub mod provisioner;
 pub mod reference;
 pub mod registry;
+pub mod server;
 pub mod store;
 pub mod sys;

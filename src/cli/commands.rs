@@ -201,6 +201,22 @@ pub(crate) fn gc(ctx: &Context, keep_bytes: Option<u64>, keep: &[String]) -> Res
     }
 }
 
+pub(crate) fn serve(ctx: &Context, socket: Option<std::path::PathBuf>) -> Result<()> {
+    let _writer = super::lock_root_for_daemon(&ctx.root)?;
+    let metrics = strata::server::Metrics::new();
+    let provisioner = std::sync::Arc::new(ctx.provisioner_with_progress(strata::server::byte_counter(&metrics))?);
+    let socket = socket.or_else(|| ctx.config.serve.socket.clone()).unwrap_or_else(strata::server::default_socket);
+    let auto_gc = ctx.config.serve.gc_max_store_bytes.map(|max| strata::server::AutoGc {
+        max_store_bytes: max,
+        keep_bytes: ctx.config.serve.gc_keep_bytes.unwrap_or(max / 5 * 4),
+        interval: std::time::Duration::from_secs(ctx.config.serve.gc_interval_secs.unwrap_or(300).max(1)),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime
+        .block_on(strata::server::serve(provisioner, metrics, &socket, auto_gc))
+        .with_context(|| format!("strata serve on {}", socket.display()))
+}
+
 pub(crate) fn version(ctx: &Context) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     if ctx.json {

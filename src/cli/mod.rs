@@ -1,9 +1,11 @@
 //! Argument parsing (clap) and dispatch. The contract is `CLI.md`: names there are
 //! never renamed.
 
+mod client;
 mod commands;
 mod output;
 mod progress;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,15 @@ pub(crate) struct Global {
     /// Less logging on stderr
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Log format on stderr: text or json
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Options of commands that fetch images.
@@ -150,6 +161,9 @@ enum Command {
         #[arg(long, value_name = "REF")]
         keep: Vec<String>,
     },
+    /// Run the node daemon: JSON HTTP API on the unix socket (--socket, default
+    /// /run/strata/strata.sock), /metrics, automatic GC
+    Serve,
     /// Print version and build information
     Version,
 }
@@ -162,6 +176,20 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// The provisioner with a progress hook of the caller's (the daemon's byte counter).
+    pub(crate) fn provisioner_with_progress(
+        &self,
+        progress: std::sync::Arc<dyn strata::store::Progress>,
+    ) -> Result<Provisioner> {
+        let mut options = self.store_options(None)?;
+        options.progress = Some(progress);
+        let store = Store::open(&self.root, options)
+            .with_context(|| format!("cannot open the store under {}", self.root.display()))?;
+        let default = self.config.backend.as_deref().map(str::parse::<BackendKind>).transpose()?;
+        let crash = CrashPoints::at(std::env::var("STRATA_CRASH_AT").ok().filter(|v| !v.is_empty()));
+        Ok(Provisioner::new(&self.root, store, default, crash)?)
+    }
+
     /// Opens the provisioner (and its store). `STRATA_CRASH_AT` names a crash point
     /// for the fault-injection tests.
     pub(crate) fn provisioner(&self, args: Option<&PullArgs>, backend: Option<&str>) -> Result<Provisioner> {
@@ -206,6 +234,11 @@ impl Context {
 
     /// Opens the store, with per-call overrides from `args`.
     pub(crate) fn store(&self, args: Option<&PullArgs>) -> Result<Store> {
+        let options = self.store_options(args)?;
+        Store::open(&self.root, options).with_context(|| format!("cannot open the store under {}", self.root.display()))
+    }
+
+    fn store_options(&self, args: Option<&PullArgs>) -> Result<StoreOptions> {
         let mut options = StoreOptions::default();
         if let Some(p) = &self.config.platform {
             options.platform = p.parse().context("config file: platform")?;
@@ -230,7 +263,7 @@ impl Context {
                 options.unpack.max_layer_bytes = n;
             }
         }
-        Store::open(&self.root, options).with_context(|| format!("cannot open the store under {}", self.root.display()))
+        Ok(options)
     }
 }
 
@@ -270,15 +303,27 @@ fn dedup_chain(chain: &[String]) -> Vec<String> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Some(socket) = &cli.global.socket {
-        anyhow::bail!("cannot use --socket {}: the node daemon (strata serve) is not available yet", socket.display());
-    }
     let config = match &cli.global.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     let root = cli.global.root.clone().or_else(|| config.root.clone()).unwrap_or_else(default_root);
     let ctx = Context { json: cli.global.json, root, config };
+    if let Command::Serve = cli.command {
+        return commands::serve(&ctx, cli.global.socket.clone());
+    }
+    if let Command::Version = cli.command {
+        return commands::version(&ctx);
+    }
+    // The daemon, when asked for or when one answers on the default socket.
+    let socket = cli.global.socket.clone().or_else(|| {
+        let default = strata::server::default_socket();
+        client::answers(&default).then_some(default)
+    });
+    if let Some(socket) = socket {
+        return remote::run(&ctx, &socket, cli.command);
+    }
+    let _root_lock = lock_root(&ctx.root)?;
     match cli.command {
         Command::Pull { reference, args } => commands::pull(&ctx, &reference, &args),
         Command::Images => commands::images(&ctx),
@@ -294,8 +339,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Containers => commands::containers(&ctx),
         Command::Recover { alive } => commands::recover(&ctx, alive.as_deref()),
         Command::Gc { keep_bytes, keep } => commands::gc(&ctx, keep_bytes, &keep),
-        Command::Version => commands::version(&ctx),
+        Command::Serve | Command::Version => Ok(()),
     }
+}
+
+/// The file whose flock says who writes the root: `strata serve` holds it
+/// exclusively (with its pid inside), direct CLI commands hold it shared, so CLI
+/// commands run side by side but never beside a daemon.
+const ROOT_LOCK: &str = "writer.lock";
+
+fn lock_root(root: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let path = root.join(ROOT_LOCK);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+    match rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(file),
+        Err(_) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "{} is in use by strata serve (pid {}); talk to it with --socket, or stop it",
+                root.display(),
+                pid.trim()
+            )
+        }
+    }
+}
+
+/// Takes the root for a daemon: exclusive, pid recorded; a clear error naming the
+/// holder otherwise.
+pub(crate) fn lock_root_for_daemon(root: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let path = root.join(ROOT_LOCK);
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+    if rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = if pid.trim().is_empty() { "a strata command".to_owned() } else { format!("pid {}", pid.trim()) };
+        anyhow::bail!("{} is in use by {holder}; only one writer at a time", root.display());
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
@@ -328,10 +414,13 @@ fn init_logging(global: &Global) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strata={level}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    match global.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
 }

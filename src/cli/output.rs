@@ -9,8 +9,8 @@ use serde::Serialize;
 use strata::image::RuntimeConfig;
 use strata::store::Image;
 
-/// A line of `strata images`, and `pull --json`.
-#[derive(Debug, Serialize)]
+/// A line of `strata images`, and `pull --json` (also what the daemon answers).
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub(crate) struct ImageSummary {
     reference: String,
     digest: String,

@@ -1,6 +1,7 @@
 //! Validated container and rootfs ids: the only inputs `paths` turns into paths.
 
 use std::fmt;
+
 use std::str::FromStr;
 
 /// Linux's NAME_MAX: a container id is one path component.
@@ -107,6 +108,12 @@ impl fmt::Display for ContainerPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<&str> = self.0.iter().map(ContainerId::as_str).collect();
         f.write_str(&parts.join("/"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ContainerPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 

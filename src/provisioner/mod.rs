@@ -159,7 +159,7 @@ pub enum Destroyed {
 }
 
 /// A container, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerInfo {
     /// The container (nested: `parent/child`).
     pub container: ContainerPath,
@@ -170,7 +170,7 @@ pub struct ContainerInfo {
 }
 
 /// A rootfs, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootfsInfo {
     /// The id.
     pub rootfs_id: RootfsId,

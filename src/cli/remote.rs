@@ -1,0 +1,112 @@
+//! Commands sent to a running `strata serve` instead of working on the root directly.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::client::{call, encode};
+use super::output::{self, print_json, print_line};
+use super::{Command, Context};
+
+/// Runs `command` through the daemon at `socket`.
+pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> {
+    match command {
+        Command::Pull { reference, args } => {
+            let answer = call(socket, "POST", "/v1/images", Some(json!({"image": reference, "pull": policy(&args)})))?;
+            show(ctx, &answer, |a| a["digest"].as_str().unwrap_or_default().to_owned())
+        }
+        Command::Images => {
+            let answer = call(socket, "GET", "/v1/images", None)?;
+            if ctx.json {
+                return print_json(&answer);
+            }
+            let list: Vec<output::ImageSummary> = serde_json::from_value(answer)?;
+            output::print_images_table(&list)
+        }
+        Command::Inspect { reference } => {
+            print_json(&call(socket, "GET", &format!("/v1/images/inspect?image={}", encode(&reference)), None)?)
+        }
+        Command::Rmi { reference } => {
+            let answer = call(socket, "DELETE", &format!("/v1/images?image={}", encode(&reference)), None)?;
+            show(ctx, &answer, |a| format!("removed {}", a["removed"].as_str().unwrap_or_default()))
+        }
+        Command::Provision { container, reference, backend, parent, args } => {
+            let answer = call(
+                socket,
+                "POST",
+                "/v1/containers",
+                Some(
+                    json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(&args)}),
+                ),
+            )?;
+            show(ctx, &answer, |a| a["rootfs"].as_str().unwrap_or_default().to_owned())
+        }
+        Command::Bundle { container, reference, dir, backend, parent, args } => {
+            let answer = call(
+                socket,
+                "POST",
+                "/v1/containers",
+                Some(
+                    json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(&args)}),
+                ),
+            )?;
+            let rootfs = answer["rootfs"].as_str().unwrap_or_default();
+            let config: strata::image::ImageConfig = serde_json::from_value(answer["config"].clone())?;
+            let runtime = strata::bundle::runtime_config(Path::new(rootfs), &container, &config)?;
+            strata::bundle::write(&dir, &runtime)?;
+            print_line(&std::path::absolute(&dir).unwrap_or(dir).display().to_string())
+        }
+        Command::Destroy { container, parent } => {
+            let query = parent.map(|p| format!("?parent={}", encode(&p))).unwrap_or_default();
+            let answer = call(socket, "DELETE", &format!("/v1/containers/{}{query}", encode(&container)), None)?;
+            show(ctx, &answer, |a| a["result"].as_str().unwrap_or_default().to_owned())
+        }
+        Command::Containers => {
+            let answer = call(socket, "GET", "/v1/containers", None)?;
+            if ctx.json {
+                return print_json(&answer);
+            }
+            let list: Vec<strata::provisioner::ContainerInfo> = serde_json::from_value(answer)?;
+            output::print_containers(&list)
+        }
+        Command::Recover { alive } => {
+            let body = alive.map_or_else(|| json!({}), |a| json!({ "alive": a }));
+            let answer = call(socket, "POST", "/v1/recover", Some(body))?;
+            show(ctx, &answer, |a| {
+                format!(
+                    "recovered: {} kept, {} destroyed",
+                    a["kept"].as_array().map_or(0, Vec::len),
+                    a["destroyed"].as_array().map_or(0, Vec::len)
+                )
+            })
+        }
+        Command::Gc { keep_bytes, keep } => {
+            let answer = call(socket, "POST", "/v1/gc", Some(json!({"keep_bytes": keep_bytes, "keep": keep})))?;
+            show(ctx, &answer, |a| {
+                format!(
+                    "freed {} images, {} bytes",
+                    a["images_removed"].as_array().map_or(0, Vec::len),
+                    a["bytes_freed"]
+                )
+            })
+        }
+        Command::Serve | Command::Version => Ok(()),
+    }
+}
+
+fn policy(args: &super::PullArgs) -> &'static str {
+    match args.pull {
+        strata::store::PullPolicy::Missing => "missing",
+        strata::store::PullPolicy::Always => "always",
+        strata::store::PullPolicy::Never => "never",
+    }
+}
+
+fn show(ctx: &Context, answer: &Value, line: impl Fn(&Value) -> String) -> Result<()> {
+    if ctx.json {
+        print_json(answer)
+    } else {
+        print_line(&line(answer))
+    }
+}
