@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use strata::backend::BackendKind;
-use strata::provisioner::{ContainerId, ContainerPath, Destroyed};
+use strata::provisioner::{ContainerId, ContainerPath, Destroyed, Provisioned, Provisioner};
 use strata::reference::ImageRef;
 use strata::store::PullPolicy;
 
@@ -79,6 +79,25 @@ fn container_path(container: &str, parent: Option<&str>) -> Result<ContainerPath
     })
 }
 
+/// Parses the arguments of `provision` and `bundle` and provisions.
+fn provision_from_args(
+    ctx: &Context,
+    container: &str,
+    reference: &str,
+    backend: Option<&str>,
+    parent: Option<&str>,
+    args: &PullArgs,
+) -> Result<(Provisioner, ContainerPath, Provisioned)> {
+    let container = container_path(container, parent)?;
+    let image_ref = parse(reference)?;
+    let kind = backend.map(str::parse::<BackendKind>).transpose()?;
+    let provisioner = ctx.provisioner(Some(args), None)?;
+    let done = provisioner
+        .provision(&container, &image_ref, kind, args.pull)
+        .with_context(|| format!("failed to provision container '{container}' from {image_ref}"))?;
+    Ok((provisioner, container, done))
+}
+
 pub(crate) fn provision(
     ctx: &Context,
     container: &str,
@@ -87,13 +106,7 @@ pub(crate) fn provision(
     parent: Option<&str>,
     args: &PullArgs,
 ) -> Result<()> {
-    let container = container_path(container, parent)?;
-    let image_ref = parse(reference)?;
-    let kind = backend.map(str::parse::<BackendKind>).transpose()?;
-    let provisioner = ctx.provisioner(Some(args), None)?;
-    let done = provisioner
-        .provision(&container, &image_ref, kind, args.pull)
-        .with_context(|| format!("failed to provision container '{container}' from {image_ref}"))?;
+    let (_, _, done) = provision_from_args(ctx, container, reference, backend, parent, args)?;
     if ctx.json {
         print_json(&done)
     } else {
@@ -110,13 +123,7 @@ pub(crate) fn bundle(
     parent: Option<&str>,
     args: &PullArgs,
 ) -> Result<()> {
-    let container = container_path(container, parent)?;
-    let image_ref = parse(reference)?;
-    let kind = backend.map(str::parse::<BackendKind>).transpose()?;
-    let provisioner = ctx.provisioner(Some(args), None)?;
-    let done = provisioner
-        .provision(&container, &image_ref, kind, args.pull)
-        .with_context(|| format!("failed to provision container '{container}' from {image_ref}"))?;
+    let (provisioner, container, done) = provision_from_args(ctx, container, reference, backend, parent, args)?;
     let hostname = container.ids().last().map(|id| id.as_str().to_owned()).unwrap_or_default();
     let written = strata::bundle::runtime_config(&done.rootfs, &hostname, &done.config)
         .and_then(|config| strata::bundle::write(dir, &config));

@@ -675,23 +675,12 @@ impl Provisioner {
     }
 
     fn lock_provisioner(&self, exclusive: bool) -> Result<File> {
-        let path = self.dir.join(PROVISIONER_LOCK);
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
-        if exclusive {
-            sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
-        } else {
-            sysfs::lock_shared(file.as_fd()).context("flock", &path)?;
-        }
-        Ok(file)
+        let mode = if exclusive { sysfs::LockMode::Exclusive } else { sysfs::LockMode::Shared };
+        Ok(sysfs::lock_file(&self.dir.join(PROVISIONER_LOCK), mode)?)
     }
 
     fn lock_container(&self, container: &ContainerPath) -> Result<File> {
-        let path = paths::lock_path(&self.dir, container);
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
-        sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
-        Ok(file)
+        Ok(sysfs::lock_file(&paths::lock_path(&self.dir, container), sysfs::LockMode::Exclusive)?)
     }
 }
 

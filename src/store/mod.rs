@@ -362,15 +362,8 @@ impl Store {
     }
 
     fn lock_store(&self, exclusive: bool) -> Result<std::fs::File> {
-        let path = self.dir.join(STORE_LOCK);
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
-        if exclusive {
-            sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
-        } else {
-            sysfs::lock_shared(file.as_fd()).context("flock", &path)?;
-        }
-        Ok(file)
+        let mode = if exclusive { sysfs::LockMode::Exclusive } else { sysfs::LockMode::Shared };
+        Ok(sysfs::lock_file(&self.dir.join(STORE_LOCK), mode)?)
     }
 
     /// The diff_ids of a recorded image's layers (from its stored config).
@@ -706,10 +699,7 @@ impl Store {
 
     fn lock_layer(&self, digest: &Digest) -> Result<std::fs::File> {
         let path = self.dir.join(LOCKS_DIR).join(format!("{}.lock", digest.hex()));
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).context("open", &path)?;
-        sysfs::lock_exclusive(file.as_fd()).context("flock", &path)?;
-        Ok(file)
+        Ok(sysfs::lock_file(&path, sysfs::LockMode::Exclusive)?)
     }
 }
 

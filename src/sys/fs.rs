@@ -295,6 +295,28 @@ pub fn rename_replace(old_dir: BorrowedFd<'_>, old: &OsStr, new_dir: BorrowedFd<
     Ok(rustix::fs::renameat(old_dir, old, new_dir, new)?)
 }
 
+/// How [`lock_file`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Many holders at once.
+    Shared,
+    /// One holder.
+    Exclusive,
+}
+
+/// Opens (creating) the lock file `path` and flocks it, waiting; the lock lasts as
+/// long as the returned file is open (and dies with the process).
+pub fn lock_file(path: &Path, mode: LockMode) -> Result<File, crate::sys::SysError> {
+    use crate::sys::Context;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).context("open", path)?;
+    match mode {
+        LockMode::Shared => lock_shared(file.as_fd()),
+        LockMode::Exclusive => lock_exclusive(file.as_fd()),
+    }
+    .context("flock", path)?;
+    Ok(file)
+}
+
 /// Takes an exclusive lock, waiting for it.
 pub fn lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::flock(fd, FlockOperation::LockExclusive)?)
