@@ -524,7 +524,7 @@ def chart(medians, path):
         for ti, ((tool, color), v) in enumerate(zip(tools, vals)):
             x = x0 + ti * bar
             if v is None:
-                parts.append(f'<text x="{x + 4}" y="{h - 60}" font-size="10">fail</text>')
+                parts.append(f'<text x="{x + 2}" y="{h - 86}" font-size="10">fail</text>')
                 continue
             bh = (h - 120) * v / worst
             parts.append(f'<rect x="{x}" y="{h - 80 - bh:.1f}" width="{bar - 4}" height="{bh:.1f}" fill="{color}"/>')
