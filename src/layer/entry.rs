@@ -27,6 +27,9 @@ const MAX_PATH_LEN: usize = 4096;
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 /// Mode for parent directories an archive did not list.
 const IMPLIED_DIR_MODE: u32 = 0o755;
+/// Files at least this big start their writeback as soon as they are written, so the
+/// layer's final flush finds most data on disk already.
+const WRITEBACK_THRESHOLD: u64 = 64 * 1024;
 /// Copy buffer for file contents.
 const COPY_BUFFER: usize = 256 * 1024;
 
@@ -137,7 +140,10 @@ impl Applier {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(dir, name, existing_type)?;
                 let mut file = sysfs::create_file_at(dir, name, 0o600).map_err(|e| UnpackError::io("create", e))?;
-                copy(entry, &mut file, &mut self.buffer)?;
+                let written = copy(entry, &mut file, &mut self.buffer)?;
+                if written >= WRITEBACK_THRESHOLD {
+                    sysfs::start_writeback(&file);
+                }
                 self.set_owner_mode_xattrs(file.as_fd(), &meta, meta.mode)?;
                 sysfs::futimens(file.as_fd(), meta.mtime).map_err(|e| UnpackError::io("utimens", e))?;
             }
@@ -460,15 +466,17 @@ fn parse_pax_time(value: &[u8]) -> Result<Time, UnpackError> {
     Ok(Time { secs, nanos })
 }
 
-fn copy<R: Read>(from: &mut R, to: &mut std::fs::File, buffer: &mut [u8]) -> Result<(), UnpackError> {
+fn copy<R: Read>(from: &mut R, to: &mut std::fs::File, buffer: &mut [u8]) -> Result<u64, UnpackError> {
+    let mut total = 0u64;
     loop {
         let n = match from.read(buffer) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(UnpackError::io("read layer", e)),
         };
         to.write_all(&buffer[..n]).map_err(|e| UnpackError::io("write", e))?;
+        total += n as u64;
     }
 }
 

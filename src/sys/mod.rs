@@ -4,6 +4,7 @@
 //! Everything above this module works with paths relative to a directory fd it
 //! holds, so that no path from an archive is ever resolved against the host's `/`.
 
+#[allow(unsafe_code)] // the one module that may: see the SAFETY notes
 pub mod fs;
 pub mod mount;
 
