@@ -32,25 +32,11 @@ pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> 
             show(ctx, &answer, |a| format!("removed {}", a["removed"].as_str().unwrap_or_default()))
         }
         Command::Provision { container, reference, backend, parent, args } => {
-            let answer = call(
-                socket,
-                "POST",
-                "/v1/containers",
-                Some(
-                    json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(&args)}),
-                ),
-            )?;
+            let answer = provision(socket, &container, &reference, backend, parent, &args)?;
             show(ctx, &answer, |a| a["rootfs"].as_str().unwrap_or_default().to_owned())
         }
         Command::Bundle { container, reference, dir, backend, parent, args } => {
-            let answer = call(
-                socket,
-                "POST",
-                "/v1/containers",
-                Some(
-                    json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(&args)}),
-                ),
-            )?;
+            let answer = provision(socket, &container, &reference, backend, parent, &args)?;
             let rootfs = answer["rootfs"].as_str().unwrap_or_default();
             let config: strata::image::ImageConfig = serde_json::from_value(answer["config"].clone())?;
             let runtime = strata::bundle::runtime_config(Path::new(rootfs), &container, &config)?;
@@ -93,6 +79,18 @@ pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> 
         }
         Command::Serve | Command::Version => Ok(()),
     }
+}
+
+fn provision(
+    socket: &Path,
+    container: &str,
+    reference: &str,
+    backend: Option<String>,
+    parent: Option<String>,
+    args: &super::PullArgs,
+) -> Result<Value> {
+    let body = json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(args)});
+    call(socket, "POST", "/v1/containers", Some(body))
 }
 
 fn policy(args: &super::PullArgs) -> &'static str {

@@ -162,6 +162,12 @@ impl Index {
             .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
     }
 
+    /// Like [`Index::select`], with an error that lists what the index offers.
+    pub fn select_or_explain(&self, platform: &Platform) -> Result<&Descriptor, String> {
+        self.select(platform)
+            .ok_or_else(|| format!("no manifest for platform {platform} (available: {})", self.platforms().join(", ")))
+    }
+
     /// The platforms this index offers, for error messages.
     pub fn platforms(&self) -> Vec<String> {
         self.manifests.iter().filter_map(|d| d.platform.as_ref().map(ToString::to_string)).collect()

@@ -128,13 +128,7 @@ impl Source for OciLayout {
         let mut doc = Document::parse(&bytes, Some(&desc.media_type))
             .map_err(|e| self.invalid(format!("{}: {e}", desc.digest)))?;
         if let Document::Index(index) = &doc {
-            let chosen = index.select(&self.platform).cloned().ok_or_else(|| {
-                self.invalid(format!(
-                    "no manifest for platform {} (available: {})",
-                    self.platform,
-                    index.platforms().join(", ")
-                ))
-            })?;
+            let chosen = index.select_or_explain(&self.platform).map_err(|why| self.invalid(why))?.clone();
             index_digest = Some(desc.digest.clone());
             desc = chosen;
             bytes = self.read_document(&desc)?;

@@ -89,13 +89,7 @@ impl Source for RegistrySource {
         let mut doc =
             Document::parse(&bytes, media_type.as_deref()).map_err(|e| self.invalid(format!("{reference}: {e}")))?;
         if let Document::Index(index) = &doc {
-            let chosen = index.select(&self.platform).cloned().ok_or_else(|| {
-                self.invalid(format!(
-                    "no manifest for platform {} (available: {})",
-                    self.platform,
-                    index.platforms().join(", ")
-                ))
-            })?;
+            let chosen = index.select_or_explain(&self.platform).map_err(|why| self.invalid(why))?.clone();
             index_digest = Some(digest);
             let (b, m, _) = self.fetch_document(&chosen.digest.to_string(), Some(&chosen.digest))?;
             bytes = b;
