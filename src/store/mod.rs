@@ -14,6 +14,7 @@
 //! that is not there, except when someone deletes layers by hand: then the next use
 //! fetches them again (Mesos' missing-layer self-heal).
 
+pub mod appc;
 mod sources;
 
 use std::ffi::OsStr;

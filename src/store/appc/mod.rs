@@ -1,0 +1,9 @@
+//! appc images (Mesos' second image type): the typed ACI manifest, image ids, the
+//! matching rules and the dependency order. Import, discovery and the
+//! `store/appc/images/<id>/{manifest,rootfs}` layout build on these (issue 7).
+
+mod spec;
+
+pub use self::spec::{
+    dependency_order, pick, AppcError, Candidate, Dependency, ImageId, ImageManifest, Label, MAX_MANIFEST_BYTES,
+};
