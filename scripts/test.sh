@@ -21,6 +21,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

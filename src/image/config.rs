@@ -36,7 +36,7 @@ pub struct ImageConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RuntimeConfig {
-    /// `USER`: user[:group], names or ids.
+    /// `USER`: `user[:group]`, names or ids.
     #[serde(default, deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
     pub user: String,
     /// `ENV`: `KEY=value` strings.

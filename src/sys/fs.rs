@@ -1,6 +1,6 @@
 //! File-system calls relative to directory fds.
 //!
-//! Path resolution inside an image tree goes through [`resolve_in_root`], i.e.
+//! Path resolution inside an image tree goes through [`resolve_dir_in_root`], i.e.
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: the kernel treats the tree's
 //! top as `/` for every `..` and absolute symlink, atomically, so a symlink planted by
 //! one archive entry cannot redirect a later one outside the tree (CVE-2018-15664,
