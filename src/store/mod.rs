@@ -95,14 +95,6 @@ pub enum StoreError {
         #[source]
         source: crate::registry::RegistryError,
     },
-    /// The transport is known but not available in this build or configuration.
-    #[error("cannot fetch '{reference}': {why}")]
-    Unsupported {
-        /// The reference.
-        reference: String,
-        /// Why.
-        why: String,
-    },
     /// A layer worker thread panicked.
     #[error("a layer worker failed unexpectedly")]
     Worker,
