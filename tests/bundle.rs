@@ -70,3 +70,24 @@ fn crun_runs_a_bundle_as_is() {
     }
     assert!(strata::mount::mounts_under(&root).unwrap().is_empty());
 }
+
+#[test]
+fn a_failed_bundle_takes_back_only_its_rootfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mut layout = common::Layout::new(&tmp.path().join("img"));
+    layout.add_image("v1", &[(common::tar(&[common::Entry::file("f", b"x")]), common::Comp::Gzip)]);
+    let reference = format!("oci:{}:v1", layout.dir.display());
+    let first = strata_ok(&root, &["provision", "c", &reference, "--backend", "copy"]);
+    // the bundle dir cannot be created: a file stands where it should be
+    let blocked = tmp.path().join("blocked");
+    std::fs::write(&blocked, b"").unwrap();
+    let o =
+        common::strata(&root, &["bundle", "c", &reference, blocked.join("sub").to_str().unwrap(), "--backend", "copy"]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("cannot write the bundle"), "{}", common::stderr(&o));
+    let list: serde_json::Value = serde_json::from_str(&strata_ok(&root, &["containers", "--json"])).unwrap();
+    let rootfses = list[0]["rootfses"].as_array().unwrap();
+    assert_eq!(rootfses.len(), 1, "the earlier rootfs stays, the new one is gone");
+    assert_eq!(rootfses[0]["path"].as_str().unwrap(), first.trim());
+}

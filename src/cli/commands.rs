@@ -128,8 +128,8 @@ pub(crate) fn bundle(
     let written = strata::bundle::runtime_config(&done.rootfs, &hostname, &done.config)
         .and_then(|config| strata::bundle::write(dir, &config));
     if let Err(e) = written {
-        // No bundle, no rootfs: leave nothing behind.
-        let _ = provisioner.destroy(&container);
+        // No bundle, no rootfs: take back the rootfs just made (and only it).
+        let _ = provisioner.remove_rootfs(&container, done.backend, &done.rootfs_id);
         return Err(e).context("cannot write the bundle");
     }
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());

@@ -422,6 +422,20 @@ impl Provisioner {
         Ok(Destroyed::Destroyed)
     }
 
+    /// Removes one rootfs of a container (unmount, directories, record), leaving the
+    /// container and its other rootfses alone. `Ok(false)` if there is no such rootfs.
+    pub fn remove_rootfs(&self, container: &ContainerPath, backend: BackendKind, rootfs_id: &RootfsId) -> Result<bool> {
+        let _global = self.lock_provisioner(false)?;
+        let _lock = self.lock_container(container)?;
+        let backend_dir = paths::backend_dir(&paths::container_dir(&self.dir, container), backend);
+        let known =
+            paths::rootfs_dir(&backend_dir, rootfs_id).exists() || paths::record_path(&backend_dir, rootfs_id).exists();
+        if known {
+            self.destroy_rootfs(&backend_dir, rootfs_id)?;
+        }
+        Ok(known)
+    }
+
     /// Unmounts and removes one rootfs and its scratch dir; its record goes last, so
     /// an interrupted destroy is found again.
     fn destroy_rootfs(&self, backend_dir: &Path, id: &RootfsId) -> Result<()> {
