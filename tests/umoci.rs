@@ -68,6 +68,27 @@ impl Drop for OverlayView {
     }
 }
 
+/// A two-layer image (host files by GNU tar, then whiteouts and replacements) in a
+/// fresh work dir, and an empty strata root.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+    base: Vec<u8>,
+    top: Vec<u8>,
+    layout: Layout,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, work) = (tmp.path().join("root"), tmp.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let (base, top) = (gnu_tar_layer(&work), top_layer());
+    let mut layout = Layout::new(&work.join("img"));
+    layout.add_image("v1", &[(base.clone(), Comp::Gzip), (top.clone(), Comp::Gzip)]);
+    Fixture { _tmp: tmp, root, work, base, top, layout }
+}
+
 fn assert_same_tree(ours: &Path, theirs: &Path) {
     let (a, b) = (snapshot(ours), snapshot(theirs));
     let only_ours: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
@@ -85,12 +106,7 @@ fn strata_tree_equals_umoci_unpack() {
     if !have("umoci") {
         panic!("umoci is not installed: run the README's test command, which installs it");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (root, work) = (tmp.path().join("root"), tmp.path().join("work"));
-    std::fs::create_dir_all(&work).unwrap();
-    let (base, top) = (gnu_tar_layer(&work), top_layer());
-    let mut layout = Layout::new(&work.join("img"));
-    layout.add_image("v1", &[(base.clone(), Comp::Gzip), (top.clone(), Comp::Gzip)]);
+    let Fixture { _tmp, root, work, base, top, layout } = fixture();
 
     let bundle = work.join("bundle");
     run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:v1", layout.dir.display())).arg(&bundle));
@@ -107,12 +123,7 @@ fn reads_a_docker_archive_written_by_skopeo() {
     if !have("skopeo") {
         panic!("skopeo is not installed: run the README's test command, which installs it");
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (root, work) = (tmp.path().join("root"), tmp.path().join("work"));
-    std::fs::create_dir_all(&work).unwrap();
-    let (base, top) = (gnu_tar_layer(&work), top_layer());
-    let mut layout = Layout::new(&work.join("img"));
-    layout.add_image("v1", &[(base.clone(), Comp::Gzip), (top.clone(), Comp::Gzip)]);
+    let Fixture { _tmp, root, work, base, top, layout } = fixture();
     let archive = work.join("saved.tar");
     run(Command::new("skopeo")
         .args(["copy", "--quiet"])
@@ -129,11 +140,7 @@ fn reads_a_docker_archive_written_by_skopeo() {
 #[test]
 fn copy_backend_tree_equals_umoci_unpack() {
     require_root!();
-    let tmp = tempfile::tempdir().unwrap();
-    let (root, work) = (tmp.path().join("root"), tmp.path().join("work"));
-    std::fs::create_dir_all(&work).unwrap();
-    let mut layout = Layout::new(&work.join("img"));
-    layout.add_image("v1", &[(gnu_tar_layer(&work), Comp::Gzip), (top_layer(), Comp::Gzip)]);
+    let Fixture { _tmp, root, work, layout, .. } = fixture();
     let bundle = work.join("bundle");
     run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:v1", layout.dir.display())).arg(&bundle));
     let out = strata_ok(&root, &["provision", "c", &format!("oci:{}:v1", layout.dir.display()), "--backend", "copy"]);
