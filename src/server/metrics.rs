@@ -1,6 +1,6 @@
 //! Prometheus metrics of the node service (OpenMetrics text at `GET /metrics`).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -110,20 +110,20 @@ impl Metrics {
     /// Refreshes the gauges read from the store and provisioner, then encodes.
     pub fn render(&self, provisioner: &Provisioner) -> String {
         let store = provisioner.store();
+        let set = |gauge: &Gauge<i64, AtomicI64>, value: u64| gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         if let Ok(sizes) = store.layer_sizes() {
-            self.store_layers.set(i64::try_from(sizes.len()).unwrap_or(i64::MAX));
-            self.store_bytes.set(i64::try_from(sizes.values().sum::<u64>()).unwrap_or(i64::MAX));
+            set(&self.store_layers, sizes.len() as u64);
+            set(&self.store_bytes, sizes.values().sum());
         }
         if let Ok(images) = store.images() {
-            self.store_images.set(i64::try_from(images.len()).unwrap_or(i64::MAX));
+            set(&self.store_images, images.len() as u64);
         }
         let counters = provisioner.counters();
-        let load = |a: &AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-        self.remove_container_errors.set(load(&counters.remove_container_errors));
-        self.remove_rootfs_errors.set(load(&counters.remove_rootfs_errors));
+        set(&self.remove_container_errors, counters.remove_container_errors.load(Ordering::Relaxed));
+        set(&self.remove_rootfs_errors, counters.remove_rootfs_errors.load(Ordering::Relaxed));
         let (hits, misses, _) = store.registry().tokens().stats();
-        self.token_hits.set(i64::try_from(hits).unwrap_or(i64::MAX));
-        self.token_misses.set(i64::try_from(misses).unwrap_or(i64::MAX));
+        set(&self.token_hits, hits);
+        set(&self.token_misses, misses);
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
