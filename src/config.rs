@@ -7,6 +7,7 @@
 //! local_images_dir = "/srv/images"  # docker:// names served from DIR/NAME[:TAG].tar
 //! parallel_layers = 2               # layers of one image unpacked at once
 //! backend = "overlay"               # default backend; default: overlay when usable, else copy
+//! appc_discovery_prefix = "https://" # appc simple discovery: PREFIX{name}-{version}-{os}-{arch}.aci
 //!
 //! [limits]
 //! max_layer_bytes = 68719476736     # 64 GiB: cap on one layer's uncompressed bytes
@@ -48,6 +49,9 @@ pub struct Config {
     /// Default provisioner backend: `copy`, `bind` or `overlay`. Default: overlay
     /// when usable, else copy.
     pub backend: Option<String>,
+    /// appc simple discovery prefix or template (Mesos'
+    /// `--appc_simple_discovery_uri_prefix`). Default: `https://`.
+    pub appc_discovery_prefix: Option<String>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,

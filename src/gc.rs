@@ -66,7 +66,7 @@ pub fn collect(provisioner: &Provisioner, policy: &GcPolicy) -> Result<GcReport,
     let _provisions = provisioner.lock_exclusive()?;
     let store = provisioner.store();
     let _pulls = store.lock_for_gc()?;
-    let (used_images, used_layers) = provisioner.images_in_use()?;
+    let crate::provisioner::InUse { images: used_images, layers: used_layers, .. } = provisioner.images_in_use()?;
     let pinned: BTreeSet<String> = policy.keep.iter().map(ImageRef::cache_key).collect();
 
     let mut images = Vec::new();

@@ -16,6 +16,18 @@ fn parse(reference: &str) -> Result<ImageRef> {
 pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(Some(args))?;
+    if image_ref.is_appc() {
+        let image = store.prepare(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
+        return if ctx.json {
+            print_json(&serde_json::json!({
+                "reference": image.reference,
+                "digest": image.digest,
+                "chain": image.appc_images,
+            }))
+        } else {
+            print_line(&image.digest)
+        };
+    }
     let image = store.pull(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
     if ctx.json {
         print_json(&output::ImageSummary::new(&image))
@@ -39,6 +51,8 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
             }
         }
     }
+    let (appc_images, _) = store.appc().scan()?;
+    summaries.extend(appc_images.iter().map(output::ImageSummary::appc));
     if ctx.json {
         print_json(&summaries)
     } else {
@@ -49,6 +63,14 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
 pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
     let image_ref = parse(reference)?;
     let store = ctx.store(None)?;
+    if image_ref.is_appc() {
+        let image = store
+            .appc()
+            .resolve(&image_ref, PullPolicy::Never)
+            .with_context(|| format!("cannot inspect {image_ref}"))?;
+        let details = output::AppcDetails::new(&image);
+        return if ctx.json { print_json(&details) } else { output::print_appc_details(&details) };
+    }
     let image = store.pull(&image_ref, PullPolicy::Never).with_context(|| format!("cannot inspect {image_ref}"))?;
     let details = output::ImageDetails::new(&image);
     if ctx.json {
@@ -60,6 +82,9 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
 
 pub(crate) fn rmi(ctx: &Context, reference: &str) -> Result<()> {
     let image_ref = parse(reference)?;
+    if image_ref.is_appc() {
+        return rmi_appc(ctx, &image_ref);
+    }
     let store = ctx.store(None)?;
     if !store.remove(&image_ref)? {
         anyhow::bail!("image '{image_ref}' is not in the store");
@@ -68,6 +93,25 @@ pub(crate) fn rmi(ctx: &Context, reference: &str) -> Result<()> {
         print_json(&serde_json::json!({ "removed": image_ref.cache_key() }))
     } else {
         print_line(&format!("removed {image_ref}"))
+    }
+}
+
+/// Removes an appc image now (it has no separate layers to collect later), unless a
+/// rootfs uses it: an overlay rootfs reads it in place.
+fn rmi_appc(ctx: &Context, image_ref: &ImageRef) -> Result<()> {
+    let provisioner = ctx.provisioner(None, None)?;
+    let _still = provisioner.lock_exclusive()?;
+    let appc = provisioner.store().appc();
+    let image = appc.resolve(image_ref, PullPolicy::Never).with_context(|| format!("cannot remove {image_ref}"))?;
+    let id = image.image.id;
+    if provisioner.images_in_use()?.appc.contains(&id) {
+        anyhow::bail!("cannot remove {image_ref}: image {id} is used by a provisioned rootfs");
+    }
+    appc.remove(&id)?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "removed": image_ref.cache_key(), "id": id }))
+    } else {
+        print_line(&format!("removed {image_ref} ({id})"))
     }
 }
 
@@ -174,6 +218,9 @@ pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
     if ctx.json {
         print_json(&report)
     } else {
+        for bad in &report.appc_skipped {
+            print_line(&format!("skipped invalid appc image {}: {}", bad.entry, bad.why))?;
+        }
         print_line(&format!(
             "recovered: {} kept, {} destroyed, {} incomplete rootfses removed, {} remounted, {} stray mounts undone, {} staging entries cleared",
             report.kept.len(),

@@ -80,13 +80,17 @@ pub(crate) struct PullArgs {
     /// Verify TLS (false: also allow plain HTTP) for this call's registry
     #[arg(long = "tls-verify", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     tls_verify: bool,
+    /// appc simple discovery prefix: PREFIX{name}-{version}-{os}-{arch}.aci, or a template
+    /// with {name} {version} {os} {arch} {ext} [default: https://]
+    #[arg(long, value_name = "URL")]
+    appc_discovery_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fetch an image into the store; prints its manifest digest
     Pull {
-        /// Image reference (docker://, oci:, docker-archive:, or a bare name)
+        /// Image reference (docker://, oci:, docker-archive:, aci:, appc:, or a bare name)
         reference: String,
         #[command(flatten)]
         args: PullArgs,
@@ -244,6 +248,7 @@ impl Context {
             options.platform = p.parse().context("config file: platform")?;
         }
         options.local_images_dir.clone_from(&self.config.local_images_dir);
+        options.appc_discovery_prefix.clone_from(&self.config.appc_discovery_prefix);
         if let Some(n) = self.config.parallel_layers {
             options.parallel_layers = n;
         }
@@ -261,6 +266,9 @@ impl Context {
             }
             if let Some(n) = args.max_layer_bytes {
                 options.unpack.max_layer_bytes = n;
+            }
+            if let Some(prefix) = &args.appc_discovery_prefix {
+                options.appc_discovery_prefix = Some(prefix.clone());
             }
         }
         Ok(options)

@@ -7,6 +7,8 @@ use std::io::Write;
 use anyhow::Result;
 use serde::Serialize;
 use strata::image::RuntimeConfig;
+use strata::reference::AppcRef;
+use strata::store::appc::{AppcImage, StoredAci};
 use strata::store::Image;
 
 /// A line of `strata images`, and `pull --json` (also what the daemon answers).
@@ -35,6 +37,88 @@ impl ImageSummary {
             last_used: image.record.last_used,
         }
     }
+}
+
+impl ImageSummary {
+    /// An appc image as a line of `strata images`: its name and labels as an `appc:`
+    /// reference, its id as the digest, its own rootfs as the one layer.
+    pub(crate) fn appc(image: &StoredAci) -> Self {
+        let m = &image.manifest;
+        let label = |k: &str| m.labels.get(k).cloned().unwrap_or_else(|| "-".into());
+        Self {
+            reference: AppcRef::Name { name: m.name.clone(), labels: m.labels.clone() }.to_string(),
+            digest: image.id.to_string(),
+            config_digest: String::new(),
+            platform: format!("{}/{}", label("os"), label("arch")),
+            layers: 1 + m.dependencies.len(),
+            size: 0,
+            pulled_at: image.imported_at,
+            last_used: image.imported_at,
+        }
+    }
+}
+
+/// `strata inspect` of an appc image.
+#[derive(Debug, Serialize)]
+pub(crate) struct AppcDetails {
+    reference: String,
+    id: String,
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    /// Dependencies first, the image last.
+    chain: Vec<String>,
+    dependencies: Vec<String>,
+    path_whitelist: Vec<String>,
+    signed: bool,
+    entrypoint: Vec<String>,
+    env: Vec<String>,
+    workdir: String,
+    user: String,
+}
+
+impl AppcDetails {
+    pub(crate) fn new(image: &AppcImage) -> Self {
+        let m = &image.image.manifest;
+        let RuntimeConfig { entrypoint, env, working_dir, user, .. } = m.runtime_config().config;
+        Self {
+            reference: image.reference.clone(),
+            id: image.image.id.to_string(),
+            name: m.name.clone(),
+            labels: m.labels.clone(),
+            chain: image.chain.iter().map(ToString::to_string).collect(),
+            dependencies: m.dependencies.iter().map(|d| d.image_name.clone()).collect(),
+            path_whitelist: m.path_whitelist.clone(),
+            signed: image.image.dir.join(strata::store::appc::SIGNATURE_FILE).is_file(),
+            entrypoint,
+            env,
+            workdir: working_dir,
+            user,
+        }
+    }
+}
+
+pub(crate) fn print_appc_details(d: &AppcDetails) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Reference:   {}", d.reference)?;
+    writeln!(out, "Id:          {}", d.id)?;
+    writeln!(out, "Name:        {}", d.name)?;
+    for (k, v) in &d.labels {
+        writeln!(out, "Label:       {k}={v}")?;
+    }
+    writeln!(out, "Signed:      {}", if d.signed { "signature recorded (not verified)" } else { "no" })?;
+    writeln!(out, "Entrypoint:  {}", json_list(&d.entrypoint))?;
+    writeln!(out, "Workdir:     {}", d.workdir)?;
+    writeln!(out, "User:        {}", d.user)?;
+    writeln!(out, "Env:")?;
+    for e in &d.env {
+        writeln!(out, "  {e}")?;
+    }
+    writeln!(out, "PathWhitelist: {}", json_list(&d.path_whitelist))?;
+    writeln!(out, "Chain (base first):")?;
+    for id in &d.chain {
+        writeln!(out, "  {id}")?;
+    }
+    Ok(())
 }
 
 /// `strata inspect`.

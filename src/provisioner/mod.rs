@@ -114,14 +114,28 @@ pub struct RootfsRecord {
     pub backend: BackendKind,
     /// The image's normalized reference.
     pub image: String,
-    /// The image's manifest digest.
-    pub manifest_digest: Digest,
+    /// The image's manifest digest (OCI) or image id (appc).
+    pub manifest_digest: String,
     /// The layers' diff_ids, base first (what GC must keep).
     pub layers: Vec<Digest>,
+    /// The appc images used, dependencies first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appc_images: Vec<crate::store::appc::ImageId>,
     /// Provisioning or ready.
     pub state: RootfsState,
     /// Seconds since the epoch.
     pub created: u64,
+}
+
+/// What the rootfses on disk use (see [`Provisioner::images_in_use`]).
+#[derive(Debug, Default)]
+pub struct InUse {
+    /// Image references (cache keys).
+    pub images: BTreeSet<String>,
+    /// OCI layers (diff_ids).
+    pub layers: BTreeSet<Digest>,
+    /// appc images.
+    pub appc: BTreeSet<crate::store::appc::ImageId>,
 }
 
 /// The result of a provision.
@@ -137,8 +151,8 @@ pub struct Provisioned {
     pub backend: BackendKind,
     /// The image's normalized reference.
     pub image: String,
-    /// The image's manifest digest.
-    pub image_digest: Digest,
+    /// The image's manifest digest (OCI) or image id (appc).
+    pub image_digest: String,
     /// The image config (entrypoint, env, …).
     pub config: ImageConfig,
     /// overlay: the writable upper dir (Mesos' ephemeral volume).
@@ -197,6 +211,10 @@ pub struct RecoverReport {
     pub stray_mounts_unmounted: usize,
     /// Store staging entries removed.
     pub staging_cleared: usize,
+    /// Valid appc images in the store.
+    pub appc_images: usize,
+    /// Invalid appc store entries, skipped (left for an operator, not deleted).
+    pub appc_skipped: Vec<crate::store::appc::InvalidEntry>,
 }
 
 /// Mesos' destroy error counters.
@@ -324,9 +342,9 @@ impl Provisioner {
         }
         let _global = self.lock_provisioner(false)?;
         let _lock = self.lock_container(container)?;
-        let image = self.store.pull(image, policy)?;
-        let layers: Vec<PathBuf> = image.layers.iter().map(|l| l.rootfs.clone()).collect();
-        backend.check(&layers)?;
+        let image = self.store.prepare(image, policy)?;
+        let layers = &image.layers;
+        backend.check(layers)?;
 
         let container_dir = paths::container_dir(&self.dir, container);
         let created_container = !container_dir.exists();
@@ -341,9 +359,10 @@ impl Provisioner {
         let mut record = RootfsRecord {
             rootfs_id: rootfs_id.clone(),
             backend: kind,
-            image: image.record.reference.clone(),
-            manifest_digest: image.record.manifest_digest.clone(),
-            layers: image.layers.iter().map(|l| l.record.diff_id.clone()).collect(),
+            image: image.reference.clone(),
+            manifest_digest: image.digest.clone(),
+            layers: image.layer_ids.clone(),
+            appc_images: image.appc_images.clone(),
             state: RootfsState::Provisioning,
             created: now(),
         };
@@ -354,7 +373,7 @@ impl Provisioner {
             std::fs::create_dir(&rootfs).context("create", &rootfs)?;
             std::fs::create_dir(&scratch).context("create", &scratch)?;
             self.crash.check("provision:dirs");
-            backend.provision(&layers, &rootfs, &scratch)?;
+            backend.provision(layers, &rootfs, &scratch)?;
             self.crash.check("provision:mounted");
             record.state = RootfsState::Ready;
             self.write_record(&backend_dir, &record, true)?;
@@ -382,8 +401,8 @@ impl Provisioner {
             rootfs_id,
             rootfs,
             backend: kind,
-            image: image.record.reference.clone(),
-            image_digest: image.record.manifest_digest.clone(),
+            image: image.reference.clone(),
+            image_digest: image.digest.clone(),
             config: image.config,
             upper_dir,
             work_dir,
@@ -500,6 +519,7 @@ impl Provisioner {
     pub fn recover(&self, alive: Option<&[ContainerPath]>) -> Result<RecoverReport> {
         let _global = self.lock_provisioner(true)?;
         let mut report = RecoverReport { staging_cleared: self.store.clear_staging()?, ..RecoverReport::default() };
+        (report.appc_images, report.appc_skipped) = self.store.appc().recover().map_err(StoreError::from)?;
         let containers = self.all_containers()?;
         for container in &containers {
             let dir = paths::container_dir(&self.dir, container);
@@ -674,18 +694,19 @@ impl Provisioner {
 
     /// The images (cache keys) and layers (diff_ids) that some rootfs on disk uses,
     /// complete or not.
-    pub fn images_in_use(&self) -> Result<(BTreeSet<String>, BTreeSet<Digest>)> {
-        let (mut images, mut layers) = (BTreeSet::new(), BTreeSet::new());
+    pub fn images_in_use(&self) -> Result<InUse> {
+        let mut used = InUse::default();
         for container in self.all_containers()? {
             let dir = paths::container_dir(&self.dir, &container);
             for (backend_dir, id) in self.rootfs_ids(&dir)? {
                 if let Some(record) = self.read_record(&backend_dir, &id)? {
-                    images.insert(record.image);
-                    layers.extend(record.layers);
+                    used.images.insert(record.image);
+                    used.layers.extend(record.layers);
+                    used.appc.extend(record.appc_images);
                 }
             }
         }
-        Ok((images, layers))
+        Ok(used)
     }
 
     fn lock_provisioner(&self, exclusive: bool) -> Result<File> {

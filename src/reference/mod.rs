@@ -10,11 +10,13 @@
 //! The normalized form ([`ImageRef::cache_key`]) is what the store keys images by, so
 //! `alpine` and `docker.io/library/alpine:latest` are one entry.
 
+mod appc;
 mod docker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use self::appc::{is_ac_identifier, AppcRef, BadImageId, ImageId};
 pub use self::docker::{DockerRef, DEFAULT_REGISTRY, DEFAULT_TAG};
 
 /// A malformed image reference; names the offending part.
@@ -57,11 +59,20 @@ pub enum ImageRef {
         /// Which of the archive's images to take; `None` means the only one.
         name: Option<DockerRef>,
     },
+    /// `aci:PATH`: an appc image archive.
+    Aci {
+        /// The ACI file.
+        path: PathBuf,
+    },
+    /// `appc:…`: an appc image from the store or simple discovery.
+    Appc(AppcRef),
 }
 
 const DOCKER_PREFIX: &str = "docker://";
 const OCI_PREFIX: &str = "oci:";
 const DOCKER_ARCHIVE_PREFIX: &str = "docker-archive:";
+const ACI_PREFIX: &str = "aci:";
+const APPC_PREFIX: &str = "appc:";
 
 impl ImageRef {
     /// Parses a reference; a bare name means `docker://`.
@@ -91,8 +102,17 @@ impl ImageRef {
                 .transpose()?;
             return Ok(Self::DockerArchive { path: PathBuf::from(path), name });
         }
+        if let Some(path) = input.strip_prefix(ACI_PREFIX) {
+            if path.is_empty() {
+                return Err(ParseError::new(input, path, "the ACI path is empty"));
+            }
+            return Ok(Self::Aci { path: PathBuf::from(path) });
+        }
+        if let Some(rest) = input.strip_prefix(APPC_PREFIX) {
+            return AppcRef::parse(input, rest).map(Self::Appc);
+        }
         if let Some((transport, _)) = input.split_once(':') {
-            if matches!(transport, "aci" | "appc" | "dir" | "oci-archive" | "containers-storage" | "docker-daemon") {
+            if matches!(transport, "dir" | "oci-archive" | "containers-storage" | "docker-daemon") {
                 return Err(ParseError::new(input, transport, "this transport is not supported yet"));
             }
         }
@@ -101,7 +121,7 @@ impl ImageRef {
             return Err(ParseError::new(
                 input,
                 scheme,
-                "unknown transport (expected docker://, oci: or docker-archive:)",
+                "unknown transport (expected docker://, oci:, docker-archive:, aci: or appc:)",
             ));
         }
         DockerRef::parse(input).map(Self::Docker)
@@ -124,7 +144,14 @@ impl ImageRef {
                 absolute(path).display(),
                 name.as_ref().map(|n| format!(":{n}")).unwrap_or_default()
             ),
+            Self::Aci { path } => format!("{ACI_PREFIX}{}", absolute(path).display()),
+            Self::Appc(r) => r.to_string(),
         }
+    }
+
+    /// Is this an appc image (`aci:` or `appc:`)?
+    pub fn is_appc(&self) -> bool {
+        matches!(self, Self::Aci { .. } | Self::Appc(_))
     }
 }
 

@@ -184,6 +184,12 @@ impl Default for RegistryOptions {
     }
 }
 
+/// Installs rustls' process-wide crypto provider (ring) before any HTTP client is
+/// built; every HTTP client of strata calls this (a second install is a harmless error).
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A registry client shared by the pulls of a process: holds the token cache.
 #[derive(Debug)]
 pub struct Registry {
@@ -194,8 +200,7 @@ pub struct Registry {
 impl Registry {
     /// A client with these options.
     pub fn new(options: RegistryOptions) -> Self {
-        // rustls needs one process-wide crypto provider; a second install is a no-op error.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         Self { options, tokens: Arc::new(TokenManager::default()) }
     }
 

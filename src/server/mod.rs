@@ -30,6 +30,7 @@ use crate::gc::{GcError, GcPolicy};
 use crate::provisioner::{ContainerId, ContainerPath, Destroyed, ProvisionError, Provisioner};
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
+use crate::store::appc::{AppcStoreError, DiscoveryError, ImportError};
 use crate::store::{PullPolicy, StoreError};
 
 /// Automatic GC: when the store's layers pass `max_store_bytes`, collect down to
@@ -89,7 +90,21 @@ fn store_status(e: &StoreError) -> StatusCode {
         },
         StoreError::Source { .. } => StatusCode::BAD_REQUEST,
         StoreError::Unpack { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::Appc(e) => appc_status(e),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn appc_status(e: &AppcStoreError) -> StatusCode {
+    match e {
+        AppcStoreError::NotFound(_) | AppcStoreError::Discovery(DiscoveryError::NotFound { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        AppcStoreError::Discovery(DiscoveryError::BadPrefix { .. }) => StatusCode::BAD_REQUEST,
+        AppcStoreError::Discovery(_) => StatusCode::BAD_GATEWAY,
+        AppcStoreError::Import(ImportError::Sys(_)) | AppcStoreError::Sys(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AppcStoreError::Import(_) | AppcStoreError::Graph { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        AppcStoreError::Dependency { source, .. } => appc_status(source),
     }
 }
 
@@ -153,7 +168,7 @@ impl Drop for Inflight {
 }
 
 /// Pulls an image once however many requests ask at the same time.
-async fn pull_once(state: &Shared, image: &ImageRef, policy: PullPolicy) -> Result<crate::store::Image, ApiError> {
+async fn pull_once(state: &Shared, image: &ImageRef, policy: PullPolicy) -> Result<Value, ApiError> {
     let key = image.cache_key();
     let gate = {
         let mut pulls = state.pulls.lock().await;
@@ -167,14 +182,25 @@ async fn pull_once(state: &Shared, image: &ImageRef, policy: PullPolicy) -> Resu
     let result = blocking(move || {
         // A caller that waited behind the first one finds the image stored.
         let store = provisioner.store();
+        if image.is_appc() {
+            // The appc store looks in the store first itself; a fetch is not told apart.
+            let prepared = store.prepare(&image, policy)?;
+            let summary = json!({
+                "reference": prepared.reference,
+                "digest": prepared.digest,
+                "chain": prepared.appc_images,
+                "layers": prepared.layers.len(),
+            });
+            return Ok((summary, false));
+        }
         if policy != PullPolicy::Always {
             if let Ok(Some(img)) = store.get(&image) {
                 if img.layers.iter().all(|l| l.rootfs.is_dir()) {
-                    return Ok((img, false));
+                    return Ok((image_summary(&img), false));
                 }
             }
         }
-        store.pull(&image, policy).map(|i| (i, true)).map_err(ApiError::from)
+        store.pull(&image, policy).map(|i| (image_summary(&i), true)).map_err(ApiError::from)
     })
     .await;
     match &result {
@@ -225,8 +251,8 @@ async fn pull(State(state): State<Shared>, body: Bytes) -> Result<Json<Value>, A
     let _inflight = Inflight::start(&state.metrics);
     let req: PullRequest = parse_json(&body)?;
     let image = parse_ref(&req.image)?;
-    let img = pull_once(&state, &image, parse_policy(req.pull.as_deref())?).await?;
-    Ok(Json(image_summary(&img)))
+    let summary = pull_once(&state, &image, parse_policy(req.pull.as_deref())?).await?;
+    Ok(Json(summary))
 }
 
 async fn images(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {

@@ -6,6 +6,7 @@
 //! ├── blobs/sha256/<hex>              manifests and configs, exact verified bytes
 //! ├── layers/sha256/<diff_id>/        one unpacked layer: rootfs/ (overlay whiteout form) + layer.json
 //! ├── images/<sha256 of key>.json     reference → manifest digest, last use
+//! ├── appc/                           appc images (see [`appc`])
 //! └── staging/                        in-flight work, each entry flock'ed by its owner
 //! ```
 //!
@@ -86,6 +87,9 @@ pub enum StoreError {
     /// The image is not in the store (and the policy forbids pulling it).
     #[error("image '{0}' is not in the store")]
     NotFound(String),
+    /// The appc store failed.
+    #[error(transparent)]
+    Appc(#[from] appc::AppcStoreError),
     /// The registry failed.
     #[error("cannot pull {reference}")]
     Registry {
@@ -103,7 +107,7 @@ pub enum StoreError {
 impl StoreError {
     /// Is this "the image is not in the store"?
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound(_))
+        matches!(self, Self::NotFound(_) | Self::Appc(appc::AppcStoreError::NotFound(_)))
     }
 }
 
@@ -152,6 +156,9 @@ pub struct StoreOptions {
     pub registry: crate::registry::RegistryOptions,
     /// Told about layer downloads (the CLI draws progress bars with it). Default: none.
     pub progress: Option<std::sync::Arc<dyn Progress>>,
+    /// appc simple discovery prefix or template (Mesos'
+    /// `--appc_simple_discovery_uri_prefix`). Default: `https://`.
+    pub appc_discovery_prefix: Option<String>,
 }
 
 /// Receives progress of layer fetches; called from worker threads.
@@ -173,6 +180,7 @@ impl Default for StoreOptions {
             parallel_layers: 3,
             registry: crate::registry::RegistryOptions::default(),
             progress: None,
+            appc_discovery_prefix: None,
         }
     }
 }
@@ -221,6 +229,37 @@ pub struct Image {
     pub config_digest: Digest,
     /// Layers, base first, with their directories.
     pub layers: Vec<StoredLayer>,
+}
+
+/// An image of either kind (OCI/Docker or appc) as a backend takes it: the layer
+/// directories base first, how to run it, and what garbage collection must keep.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The normalized reference.
+    pub reference: String,
+    /// The manifest digest (OCI) or image id (appc) of what was resolved.
+    pub digest: String,
+    /// The directories to stack, base first.
+    pub layers: Vec<PathBuf>,
+    /// How to run it.
+    pub config: ImageConfig,
+    /// The OCI layers used (diff_ids).
+    pub layer_ids: Vec<Digest>,
+    /// The appc images used, dependencies first.
+    pub appc_images: Vec<appc::ImageId>,
+}
+
+impl From<Image> for Prepared {
+    fn from(image: Image) -> Self {
+        Self {
+            reference: image.record.reference,
+            digest: image.record.manifest_digest.to_string(),
+            layers: image.layers.iter().map(|l| l.rootfs.clone()).collect(),
+            layer_ids: image.layers.into_iter().map(|l| l.record.diff_id).collect(),
+            config: image.config,
+            appc_images: Vec::new(),
+        }
+    }
 }
 
 /// One layer of an [`Image`].
@@ -301,6 +340,36 @@ impl Store {
         }
         let source = self.source_for(reference)?;
         self.fetch(&key, source.as_ref())
+    }
+
+    /// Makes sure an image of any kind is stored complete (see [`Store::pull`] and
+    /// [`appc::AppcStore::resolve`]); returns what a backend needs.
+    pub fn prepare(&self, reference: &ImageRef, policy: PullPolicy) -> Result<Prepared> {
+        if !reference.is_appc() {
+            return self.pull(reference, policy).map(Prepared::from);
+        }
+        let _gc = self.lock_store(false)?;
+        let image = self.appc().resolve(reference, policy)?;
+        Ok(Prepared {
+            reference: image.reference,
+            digest: image.image.id.to_string(),
+            layers: image.layers,
+            config: image.image.manifest.runtime_config(),
+            layer_ids: Vec::new(),
+            appc_images: image.chain,
+        })
+    }
+
+    /// The appc half of the store.
+    pub fn appc(&self) -> appc::AppcStore {
+        let registry = &self.options.registry;
+        appc::AppcStore::new(
+            &self.dir,
+            &self.dir.join(STAGING_DIR),
+            self.options.unpack.clone(),
+            self.options.appc_discovery_prefix.as_deref(),
+            (registry.connect_timeout, registry.io_timeout),
+        )
     }
 
     /// The stored image for `reference`, if recorded (layers not checked).
@@ -463,6 +532,10 @@ impl Store {
 
     fn source_for(&self, reference: &ImageRef) -> Result<Box<dyn Source>> {
         match reference {
+            ImageRef::Aci { .. } | ImageRef::Appc(_) => Err(StoreError::Source {
+                source_name: reference.cache_key(),
+                why: "appc images are stored by the appc store (Store::prepare)".into(),
+            }),
             ImageRef::Oci { path, tag } => Ok(Box::new(OciLayout::new(path, tag.as_deref(), &self.options.platform))),
             ImageRef::DockerArchive { path, name } => Ok(Box::new(DockerArchive::new(path, name.clone()))),
             ImageRef::Docker(name) => match &self.options.local_images_dir {

@@ -1,18 +1,21 @@
 //! ACI import into `<store>/appc/images/<image_id>/{manifest,rootfs/}` (the Mesos
 //! layout). The image id is `sha512-` + the sha512 of the uncompressed ACI tar,
 //! computed in the same pass that unpacks it through the foundation's unpacker (same
-//! containment rules); the manifest is validated before anything is committed.
+//! containment rules); the manifest is validated, and the caller's expectations
+//! checked, before anything is committed.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha512};
 
-use super::spec::{AppcError, ImageId, ImageManifest, MAX_MANIFEST_BYTES};
+use super::spec::{AppcError, ImageManifest, MAX_MANIFEST_BYTES};
 use crate::durable::{self, Commit};
 use crate::layer::{self, UnpackError, UnpackOptions};
+use crate::reference::ImageId;
+use crate::store::Staging;
 use crate::sys::{Context, SysError};
 
 /// Under the store dir.
@@ -21,6 +24,9 @@ pub const APPC_IMAGES_DIR: &str = "appc/images";
 pub const MANIFEST_FILE: &str = "manifest";
 /// Under an image dir.
 pub const ROOTFS_DIR: &str = "rootfs";
+/// Under an image dir: the detached signature found beside the ACI at discovery
+/// (recorded, not verified).
+pub const SIGNATURE_FILE: &str = "signature.asc";
 
 /// Why an ACI could not be imported; nothing was stored.
 #[derive(Debug, thiserror::Error)]
@@ -30,31 +36,49 @@ pub enum ImportError {
     #[error(transparent)]
     Sys(#[from] SysError),
     /// The archive was refused by the unpacker.
-    #[error("cannot unpack {path}")]
+    #[error("cannot unpack {name}")]
     Unpack {
-        /// The ACI.
-        path: PathBuf,
+        /// The ACI (path or URL).
+        name: String,
         /// Why.
         #[source]
         source: UnpackError,
     },
     /// The ACI's layout or manifest is invalid.
-    #[error("{path} is not a valid ACI")]
+    #[error("{name} is not a valid ACI")]
     Invalid {
-        /// The ACI.
-        path: PathBuf,
+        /// The ACI (path or URL).
+        name: String,
         /// Why.
         #[source]
         source: AppcError,
     },
-    /// A compression this build does not read.
-    #[error("{path}: {what}-compressed ACIs are not supported yet (decompress it first)")]
-    Compression {
-        /// The ACI.
-        path: PathBuf,
-        /// bzip2 or xz.
-        what: &'static str,
+    /// The ACI is valid but not what was asked for (discovery or a pinned id).
+    #[error("{name} is not the image asked for: {why}")]
+    Unexpected {
+        /// The ACI (path or URL).
+        name: String,
+        /// What differs.
+        why: String,
     },
+}
+
+/// An ACI to import: a stream of bytes and what to call it in messages.
+pub struct AciSource<'a> {
+    /// A path or URL, for messages.
+    pub name: String,
+    /// The ACI bytes (tar, plain or gzip/bzip2/xz).
+    pub reader: Box<dyn Read + Send + 'a>,
+    /// A detached signature to keep beside the image.
+    pub signature: Option<Vec<u8>>,
+}
+
+impl AciSource<'_> {
+    /// An ACI file.
+    pub fn file(path: &Path) -> Result<Self, SysError> {
+        let file = File::open(path).context("open", path)?;
+        Ok(Self { name: path.display().to_string(), reader: Box::new(file), signature: None })
+    }
 }
 
 /// Hashes (sha512) what flows through it; the digest is read after the stream ends.
@@ -73,69 +97,73 @@ impl<R: Read> Read for Sha512Reader<R> {
     }
 }
 
-/// Imports the ACI at `path` (a tar, plain or gzip) into the store at `store_dir`, using
-/// `staging` (same file system) for the work. Returns its id and manifest; importing
-/// the same ACI twice is a no-op the second time.
-pub fn import(
-    store_dir: &Path,
-    staging: &Path,
-    path: &Path,
-    options: &UnpackOptions,
-) -> Result<(ImageId, ImageManifest), ImportError> {
-    let file = File::open(path).context("open", path)?;
-    let mut buffered = BufReader::new(file);
-    let head = buffered.fill_buf().context("read", path)?.to_vec();
-    let uncompressed: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+/// The uncompressed tar, whatever the compression (told by its magic number).
+fn decompress<'a>(reader: Box<dyn Read + Send + 'a>, name: &str) -> Result<Box<dyn Read + Send + 'a>, SysError> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
+    let head = buffered.fill_buf().context("read", name)?.to_vec();
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
     } else if head.starts_with(b"BZh") {
-        return Err(ImportError::Compression { path: path.to_owned(), what: "bzip2" });
+        Box::new(bzip2::bufread::MultiBzDecoder::new(buffered))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(ImportError::Compression { path: path.to_owned(), what: "xz" });
+        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered))
     } else {
         Box::new(buffered)
-    };
-    let hasher = Arc::new(Mutex::new(Sha512::new()));
-    let reader = Sha512Reader { inner: uncompressed, hasher: Arc::clone(&hasher) };
+    })
+}
 
-    let work = staging.join(format!("aci-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&work).context("create", &work)?;
-    let result = (|| {
-        layer::unpack(reader, &layer::Expected::default(), &work, options)
-            .map_err(|source| ImportError::Unpack { path: path.to_owned(), source })?;
-        let invalid = |why: &str| ImportError::Invalid {
-            path: path.to_owned(),
-            source: AppcError::Field { field: "(layout)".into(), why: why.into() },
-        };
-        if !work.join(ROOTFS_DIR).is_dir() || work.join(ROOTFS_DIR).is_symlink() {
-            return Err(invalid("the archive has no rootfs/ directory"));
-        }
-        let manifest_path = work.join(MANIFEST_FILE);
-        if !manifest_path.is_file() || manifest_path.is_symlink() {
-            return Err(invalid("the archive has no manifest file"));
-        }
-        let bytes = crate::digest::read_bounded(
-            File::open(&manifest_path).context("open", &manifest_path)?,
-            MAX_MANIFEST_BYTES,
-        )
-        .map_err(|_| invalid("the manifest is over 1 MiB"))?;
-        let manifest =
-            ImageManifest::parse(&bytes).map_err(|source| ImportError::Invalid { path: path.to_owned(), source })?;
-        let digest = hasher.lock().map(|h| h.clone().finalize()).map_err(|_| invalid("hash state poisoned"))?;
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let id: ImageId =
-            format!("sha512-{hex}").parse().map_err(|source| ImportError::Invalid { path: path.to_owned(), source })?;
-        let images = store_dir.join(APPC_IMAGES_DIR);
-        std::fs::create_dir_all(&images).context("create", &images)?;
-        match durable::commit_dir(&work, &images, &id.to_string())? {
-            Commit::Done => tracing::info!(image = %id, name = %manifest.name, "ACI imported"),
-            Commit::AlreadyPresent => tracing::debug!(image = %id, "ACI already imported"),
-        }
-        Ok((id, manifest))
-    })();
-    if work.exists() {
-        let _ = std::fs::remove_dir_all(&work);
+/// Imports an ACI into the store at `store_dir`, working in a staging directory
+/// under `staging_root` (same file system). `expect` sees the id and manifest before
+/// the commit and may refuse them. Returns the id and manifest; importing an image
+/// already stored is a no-op.
+pub fn import(
+    store_dir: &Path,
+    staging_root: &Path,
+    source: AciSource<'_>,
+    options: &UnpackOptions,
+    expect: &dyn Fn(&ImageId, &ImageManifest) -> Result<(), String>,
+) -> Result<(ImageId, ImageManifest), ImportError> {
+    let AciSource { name, reader, signature } = source;
+    let hasher = Arc::new(Mutex::new(Sha512::new()));
+    let reader = Sha512Reader { inner: decompress(reader, &name)?, hasher: Arc::clone(&hasher) };
+    let staging = Staging::create(staging_root).map_err(|e| match e {
+        crate::store::StoreError::Sys(e) => e,
+        other => SysError::new("stage", staging_root, std::io::Error::other(other.to_string())),
+    })?;
+    let work = &staging.path;
+    layer::unpack(reader, &layer::Expected::default(), work, options)
+        .map_err(|source| ImportError::Unpack { name: name.clone(), source })?;
+    let invalid = |why: &str| ImportError::Invalid {
+        name: name.clone(),
+        source: AppcError::Field { field: "(layout)".into(), why: why.into() },
+    };
+    let rootfs = work.join(ROOTFS_DIR);
+    if rootfs.is_symlink() || !rootfs.is_dir() {
+        return Err(invalid("the archive has no rootfs/ directory"));
     }
-    result
+    let manifest_path = work.join(MANIFEST_FILE);
+    if manifest_path.is_symlink() || !manifest_path.is_file() {
+        return Err(invalid("the archive has no manifest file"));
+    }
+    let bytes =
+        crate::digest::read_bounded(File::open(&manifest_path).context("open", &manifest_path)?, MAX_MANIFEST_BYTES)
+            .map_err(|_| invalid("the manifest is over 1 MiB"))?;
+    let manifest =
+        ImageManifest::parse(&bytes).map_err(|source| ImportError::Invalid { name: name.clone(), source })?;
+    let digest = hasher.lock().map(|h| h.clone().finalize()).map_err(|_| invalid("hash state poisoned"))?;
+    let id = ImageId::from_sha512(&digest);
+    expect(&id, &manifest).map_err(|why| ImportError::Unexpected { name: name.clone(), why })?;
+    if let Some(signature) = signature {
+        let path = work.join(SIGNATURE_FILE);
+        std::fs::write(&path, signature).context("write", &path)?;
+    }
+    let images = store_dir.join(APPC_IMAGES_DIR);
+    std::fs::create_dir_all(&images).context("create", &images)?;
+    match durable::commit_dir(work, &images, id.as_str())? {
+        Commit::Done => tracing::info!(image = %id, name = %manifest.name, source = %name, "ACI imported"),
+        Commit::AlreadyPresent => tracing::debug!(image = %id, "ACI already imported"),
+    }
+    Ok((id, manifest))
 }
 
 #[cfg(test)]
@@ -171,7 +199,9 @@ mod tests {
         gz.write_all(&aci).unwrap();
         let path = tmp.path().join("app.aci");
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        let (id, manifest) = import(&store, &staging, &path, &UnpackOptions::default()).unwrap();
+        let (id, manifest) =
+            import(&store, &staging, AciSource::file(&path).unwrap(), &UnpackOptions::default(), &|_, _| Ok(()))
+                .unwrap();
         let expected: String = Sha512::digest(&aci).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(id.to_string(), format!("sha512-{expected}"), "id is the sha512 of the uncompressed tar");
         assert_eq!(manifest.name, "example.com/app");
@@ -180,7 +210,42 @@ mod tests {
         assert!(dir.join("manifest").is_file());
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
         // again: a no-op
-        assert_eq!(import(&store, &staging, &path, &UnpackOptions::default()).unwrap().0, id);
+        assert_eq!(
+            import(&store, &staging, AciSource::file(&path).unwrap(), &UnpackOptions::default(), &|_, _| Ok(()))
+                .unwrap()
+                .0,
+            id
+        );
+    }
+
+    #[test]
+    fn every_compression_gives_the_same_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, staging) = (tmp.path().join("store"), tmp.path().join("staging"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let aci = tar_of(&[("manifest", MANIFEST), ("rootfs/etc/hello", b"hi")]);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&aci).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&aci).unwrap();
+        let mut ids = Vec::new();
+        for (name, bytes) in [("plain", aci.clone()), ("bz2", bz.finish().unwrap()), ("xz", xz.finish().unwrap())] {
+            let path = tmp.path().join(format!("app.{name}"));
+            std::fs::write(&path, bytes).unwrap();
+            let src = AciSource::file(&path).unwrap();
+            ids.push(import(&store, &staging, src, &UnpackOptions::default(), &|_, _| Ok(())).unwrap().0);
+        }
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        // An expectation that fails stores nothing.
+        let path = tmp.path().join("app.plain");
+        let other = tmp.path().join("store2");
+        let err = import(&other, &staging, AciSource::file(&path).unwrap(), &UnpackOptions::default(), &|_, _| {
+            Err("wrong name".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("wrong name"), "{err}");
+        assert!(!other.join(APPC_IMAGES_DIR).exists());
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     }
 
     #[test]
@@ -198,12 +263,14 @@ mod tests {
                 ]),
                 "name",
             ),
-            (b"BZh91AY&SY".to_vec(), "bzip2"),
+            (b"BZh91AY&SY".to_vec(), "cannot unpack"),
         ];
         for (bytes, needle) in cases {
             let path = tmp.path().join("bad.aci");
             std::fs::write(&path, &bytes).unwrap();
-            let err = import(&store, &staging, &path, &UnpackOptions::default()).unwrap_err();
+            let err =
+                import(&store, &staging, AciSource::file(&path).unwrap(), &UnpackOptions::default(), &|_, _| Ok(()))
+                    .unwrap_err();
             let chain = {
                 let mut s = err.to_string();
                 let mut src = std::error::Error::source(&err);

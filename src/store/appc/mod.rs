@@ -1,12 +1,16 @@
-//! appc images (Mesos' second image type): the typed ACI manifest, image ids, the
-//! matching rules and the dependency order. Import, discovery and the
-//! `store/appc/images/<id>/{manifest,rootfs}` layout build on these (issue 7).
+//! appc images (Mesos' second image type): the typed ACI manifest and matching rules
+//! (`spec`), ACI import (`import`), simple discovery (`discovery`), and the store of
+//! imported images with dependency resolution (`images`).
 
+mod discovery;
+mod images;
 mod import;
 mod spec;
 
-pub use self::import::{import, ImportError, APPC_IMAGES_DIR, MANIFEST_FILE, ROOTFS_DIR};
-
+pub use self::discovery::{Discovery, DiscoveryError, DEFAULT_PREFIX};
+pub use self::images::{AppcImage, AppcStore, AppcStoreError, InvalidEntry, StoredAci};
+pub use self::import::{import, AciSource, ImportError, APPC_IMAGES_DIR, MANIFEST_FILE, ROOTFS_DIR, SIGNATURE_FILE};
 pub use self::spec::{
-    dependency_order, pick, AppcError, Candidate, Dependency, ImageId, ImageManifest, Label, MAX_MANIFEST_BYTES,
+    dependency_order, host_labels, pick, AppcError, Candidate, Dependency, ImageManifest, Label, MAX_MANIFEST_BYTES,
 };
+pub use crate::reference::ImageId;

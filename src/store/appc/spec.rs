@@ -4,15 +4,15 @@
 //! each image once (for A→B→C and A→D→C: [C, B, D, A]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::image::{ImageConfig, RuntimeConfig};
+use crate::reference::is_ac_identifier;
+use crate::reference::{BadImageId, ImageId};
+
 /// Largest ACI manifest read.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
-const ID_PREFIX: &str = "sha512-";
-const ID_HEX_LEN: usize = 128;
 
 /// Why an appc document or id was refused; names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +27,8 @@ pub enum AppcError {
         why: String,
     },
     /// Not an appc image id.
-    #[error("invalid appc image id '{0}': expected sha512- and 128 lower-case hex characters")]
-    BadId(String),
+    #[error(transparent)]
+    BadId(#[from] BadImageId),
     /// The dependencies loop.
     #[error("dependency cycle through {0}")]
     Cycle(String),
@@ -39,28 +39,6 @@ pub enum AppcError {
 
 fn field(field: impl Into<String>, why: impl Into<String>) -> AppcError {
     AppcError::Field { field: field.into(), why: why.into() }
-}
-
-/// An appc image id: `sha512-` and 128 hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ImageId(String);
-
-impl FromStr for ImageId {
-    type Err = AppcError;
-    fn from_str(s: &str) -> Result<Self, AppcError> {
-        let hex = s.strip_prefix(ID_PREFIX).ok_or_else(|| AppcError::BadId(s.to_owned()))?;
-        if hex.len() == ID_HEX_LEN && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(AppcError::BadId(s.to_owned()))
-        }
-    }
-}
-
-impl fmt::Display for ImageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// A `{name, value}` label.
@@ -125,16 +103,6 @@ fn is_semver(s: &str) -> bool {
     let core = s.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// appc "AC Identifier": `[a-z0-9]+([-._~/][a-z0-9]+)*`.
-fn is_ac_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    b.windows(2).all(|w| alnum(w[0]) || alnum(w[1])) && b.iter().all(|&c| alnum(c) || b"-._~/".contains(&c))
 }
 
 impl ImageManifest {
@@ -212,6 +180,56 @@ impl ImageManifest {
             // An image that says nothing about os/arch is not refused for them.
             None => k == "os" || k == "arch",
         })
+    }
+}
+
+/// The host's `os` and `arch` as appc labels name them (appc uses `aarch64` and
+/// `i386` where OCI says `arm64` and `386`).
+pub fn host_labels() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "i386",
+        "arm" => "armv7l",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    (std::env::consts::OS, arch)
+}
+
+impl ImageManifest {
+    /// How to run the image, in OCI terms: `app.exec` is the entrypoint, `user:group`
+    /// the user, plus the environment and working directory. `os`/`arch` come from
+    /// the labels.
+    pub fn runtime_config(&self) -> ImageConfig {
+        let app = self.app.as_ref();
+        let text = |key: &str| app.and_then(|a| a.get(key)).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+            v.and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let env = app
+            .and_then(|a| a.get("environment"))
+            .and_then(|e| e.as_array())
+            .map(|vars| {
+                vars.iter()
+                    .filter_map(|v| Some(format!("{}={}", v.get("name")?.as_str()?, v.get("value")?.as_str()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (user, group) = (text("user"), text("group"));
+        ImageConfig {
+            architecture: self.labels.get("arch").cloned().unwrap_or_default(),
+            os: self.labels.get("os").cloned().unwrap_or_default(),
+            config: RuntimeConfig {
+                user: if group.is_empty() { user } else { format!("{user}:{group}") },
+                env,
+                entrypoint: strings(app.and_then(|a| a.get("exec"))),
+                working_dir: text("workingDirectory"),
+                ..RuntimeConfig::default()
+            },
+            ..ImageConfig::default()
+        }
     }
 }
 
@@ -316,14 +334,6 @@ mod tests {
         );
         bad(r#""/etc/app""#, r#""../etc""#, "pathWhitelist[0]");
         bad(r#""exec":["/bin/app"]"#, r#""exec":"/bin/app""#, "app.exec");
-    }
-
-    #[test]
-    fn ids() {
-        assert!(format!("sha512-{}", "a".repeat(128)).parse::<ImageId>().is_ok());
-        assert!(format!("sha512-{}", "a".repeat(64)).parse::<ImageId>().is_err());
-        assert!(format!("sha256-{}", "a".repeat(128)).parse::<ImageId>().is_err());
-        assert!(format!("sha512-{}", "A".repeat(128)).parse::<ImageId>().is_err());
     }
 
     #[test]
