@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
 # Installs the Debian packages the tests use when missing (skopeo, umoci,
-# docker-registry, crun), then checks formatting and lints and runs every test.
+# docker-registry, crun, appc-spec), then checks formatting and lints and runs every test.
 # Tests that need root skip themselves with a message when not root; CI is root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(skopeo umoci docker-registry crun busybox-static tar gzip openssl python3 curl util-linux)
+packages=(skopeo umoci docker-registry crun appc-spec busybox-static tar gzip bzip2 xz-utils openssl python3 curl util-linux)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

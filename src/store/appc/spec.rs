@@ -79,7 +79,16 @@ struct RawManifest {
     dependencies: Vec<Dependency>,
     #[serde(default)]
     path_whitelist: Vec<String>,
+    #[serde(default)]
+    annotations: Vec<Label>,
 }
+
+/// The `os`/`arch` pairs the appc spec defines (what `actool validate` accepts).
+const OS_ARCH: &[(&str, &[&str])] = &[
+    ("linux", &["amd64", "i386", "aarch64", "aarch64_be", "armv6l", "armv7l", "armv7b", "ppc64", "ppc64le", "s390x"]),
+    ("freebsd", &["amd64", "i386", "arm"]),
+    ("darwin", &["x86_64", "i386"]),
+];
 
 /// A validated image manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +140,27 @@ impl ImageManifest {
                 return Err(field(format!("labels[{i}].name"), format!("'{}' appears twice", l.name)));
             }
         }
+        if let Some(os) = labels.get("os") {
+            let Some((_, arches)) = OS_ARCH.iter().find(|(o, _)| o == os) else {
+                return Err(field("labels.os", format!("'{os}' is not an os the appc spec defines")));
+            };
+            if let Some(arch) = labels.get("arch").filter(|a| !arches.contains(&a.as_str())) {
+                return Err(field("labels.arch", format!("'{arch}' is not an arch the appc spec defines for {os}")));
+            }
+        } else if let Some(arch) = labels.get("arch") {
+            if !OS_ARCH.iter().any(|(_, arches)| arches.contains(&arch.as_str())) {
+                return Err(field("labels.arch", format!("'{arch}' is not an arch the appc spec defines")));
+            }
+        }
+        let mut annotations = BTreeSet::new();
+        for (i, a) in raw.annotations.iter().enumerate() {
+            if !is_ac_identifier(&a.name) || !annotations.insert(a.name.as_str()) {
+                return Err(field(
+                    format!("annotations[{i}].name"),
+                    format!("'{}' is not an AC identifier or appears twice", a.name),
+                ));
+            }
+        }
         for (i, d) in raw.dependencies.iter().enumerate() {
             if !is_ac_identifier(&d.image_name) {
                 return Err(field(
@@ -143,27 +173,18 @@ impl ImageManifest {
                     .map_err(|_| field(format!("dependencies[{i}].imageID"), format!("'{id}' is not an image id")))?;
             }
         }
+        // Relative entries are read from the root, as actool accepts them.
+        let mut path_whitelist = Vec::new();
         for (i, p) in raw.path_whitelist.iter().enumerate() {
-            if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-                return Err(field(
-                    format!("pathWhitelist[{i}]"),
-                    format!("'{p}' is not an absolute path without '..'"),
-                ));
+            if p.is_empty() || p.split('/').any(|c| c == "..") || p.contains('\0') {
+                return Err(field(format!("pathWhitelist[{i}]"), format!("'{p}' is empty or has '..'")));
             }
+            path_whitelist.push(if p.starts_with('/') { p.clone() } else { format!("/{p}") });
         }
         if let Some(app) = &raw.app {
-            if !app.get("exec").is_none_or(|e| e.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))) {
-                return Err(field("app.exec", "must be a list of strings"));
-            }
+            check_app(app)?;
         }
-        Ok(Self {
-            ac_version,
-            name,
-            labels,
-            app: raw.app,
-            dependencies: raw.dependencies,
-            path_whitelist: raw.path_whitelist,
-        })
+        Ok(Self { ac_version, name, labels, app: raw.app, dependencies: raw.dependencies, path_whitelist })
     }
 
     /// Mesos' rule: the name matches, every wanted label is present and equal (`os`
@@ -181,6 +202,32 @@ impl ImageManifest {
             None => k == "os" || k == "arch",
         })
     }
+}
+
+/// The `app` section: `exec` a list of strings, `user` and `group` present,
+/// `workingDirectory` absolute, environment names unique (the rules actool applies).
+fn check_app(app: &serde_json::Value) -> Result<(), AppcError> {
+    if !app.get("exec").is_none_or(|e| e.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))) {
+        return Err(field("app.exec", "must be a list of strings"));
+    }
+    for key in ["user", "group"] {
+        if !app.get(key).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty()) {
+            return Err(field(format!("app.{key}"), "missing or empty (required)"));
+        }
+    }
+    if let Some(dir) = app.get("workingDirectory") {
+        if !dir.as_str().is_some_and(|d| d.is_empty() || d.starts_with('/')) {
+            return Err(field("app.workingDirectory", "must be an absolute path"));
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, var) in app.get("environment").and_then(|e| e.as_array()).into_iter().flatten().enumerate() {
+        let name = var.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        if name.is_empty() || name.contains('=') || !names.insert(name.to_owned()) {
+            return Err(field(format!("app.environment[{i}].name"), format!("'{name}' is empty, has '=' or repeats")));
+        }
+    }
+    Ok(())
 }
 
 /// The host's `os` and `arch` as appc labels name them (appc uses `aarch64` and
