@@ -211,7 +211,7 @@ fn check_app(app: &serde_json::Value) -> Result<(), AppcError> {
         return Err(field("app.exec", "must be a list of strings"));
     }
     for key in ["user", "group"] {
-        if !app.get(key).and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty()) {
+        if app.get(key).and_then(|v| v.as_str()).is_none_or(str::is_empty) {
             return Err(field(format!("app.{key}"), "missing or empty (required)"));
         }
     }
