@@ -263,3 +263,36 @@ fn sigterm_during_a_pull_leaves_a_consistent_state() {
     assert_eq!(status, 200, "{answer}");
     drop(daemon);
 }
+
+#[test]
+fn appc_images_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, socket) = (tmp.path().join("root"), tmp.path().join("s.sock"));
+    let manifest = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/app",
+        "labels":[{"name":"version","value":"1.0"}],"app":{"exec":["/bin/app"],"user":"0","group":"0"}}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar(&[
+        Entry::file("manifest", manifest.as_bytes()),
+        Entry::dir("rootfs"),
+        Entry::file("rootfs/hello", b"appc"),
+    ]))
+    .unwrap();
+    let aci = tmp.path().join("app.aci");
+    std::fs::write(&aci, gz.finish().unwrap()).unwrap();
+    let daemon = Daemon::start(&root, &socket);
+
+    let body = json!({"image": format!("aci:{}", aci.display())}).to_string();
+    let (status, pulled) = http(&socket, "POST", "/v1/images", Some(&body));
+    assert_eq!(status, 200, "{pulled}");
+    assert!(pulled["digest"].as_str().unwrap().starts_with("sha512-"), "{pulled}");
+    let body = json!({"id": "a1", "image": "appc:example.com/app:1.0", "backend": "copy"}).to_string();
+    let (status, provisioned) = http(&socket, "POST", "/v1/containers", Some(&body));
+    assert_eq!(status, 200, "{provisioned}");
+    assert_eq!(std::fs::read(PathBuf::from(provisioned["rootfs"].as_str().unwrap()).join("hello")).unwrap(), b"appc");
+    assert_eq!(provisioned["config"]["config"]["Entrypoint"][0], "/bin/app");
+    let body = json!({"image": "appc:example.com/missing", "pull": "never"}).to_string();
+    let (status, answer) = http(&socket, "POST", "/v1/images", Some(&body));
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(http(&socket, "DELETE", "/v1/containers/a1", None).1["result"], "destroyed");
+    assert!(daemon.terminate().success());
+}
