@@ -2,6 +2,7 @@
 //! destroy, and at random moments, 50+ times each; after `strata recover` there is no
 //! mount left that belongs to nothing, no directory of a destroyed or half-made
 //! container, the store still serves the image, and the same id provisions again.
+//! appc provisions (import, dependency discovery, whitelist render) are killed too.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -201,4 +202,63 @@ fn killed_pulls_leave_no_half_layer() {
         strata_ok(&root, &["pull", &e.image]);
         strata_ok(&root, &["inspect", &e.image]);
     }
+}
+
+/// An appc image with a dependency and a pathWhitelist (so import, dependency fetch
+/// and the whitelist render all run), published for discovery from a local directory.
+fn appc_site(dir: &Path) -> String {
+    let (os, arch) = strata::store::appc::host_labels();
+    let manifest = |name: &str, extra: &str| {
+        format!(
+            r#"{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/{name}",
+            "labels":[{{"name":"version","value":"1"}},{{"name":"os","value":"{os}"}},{{"name":"arch","value":"{arch}"}}]{extra}}}"#
+        )
+    };
+    let deps = r#","dependencies":[{"imageName":"example.com/base","labels":[{"name":"version","value":"1"}]}],
+        "pathWhitelist":["/etc/conf","/d/f","/app"]"#;
+    let many: Vec<Entry> = (0..300).map(|i| Entry::file(&format!("rootfs/junk/{i}"), &[7u8; 4096])).collect();
+    for (name, extra, mut entries) in [
+        ("base", String::new(), vec![Entry::file("rootfs/etc/conf", b"top"), Entry::file("rootfs/d/f", b"1")]),
+        ("app", deps.to_owned(), vec![Entry::dir("rootfs"), Entry::file("rootfs/app", b"app")]),
+    ] {
+        entries.insert(0, Entry::file("manifest", manifest(name, &extra).as_bytes()));
+        entries.extend(many.iter().cloned());
+        let path = dir.join(format!("example.com/{name}-1-{os}-{arch}.aci"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, common::compress(&tar(&entries), Comp::Gzip)).unwrap();
+    }
+    format!("{}/", dir.display())
+}
+
+#[test]
+fn killed_appc_provisions_leave_no_half_image() {
+    let e = env();
+    let prefix = appc_site(&e.root.with_file_name("site"));
+    let args =
+        ["provision", "c1", "appc:example.com/app:1", "--backend", backend(), "--appc-discovery-prefix", &prefix];
+    // Kill moments spread over a whole uninterrupted run (import, fetch, render, mount).
+    let started = std::time::Instant::now();
+    strata_ok(&e.root.join("appc-timing"), &args);
+    let span = u64::try_from(started.elapsed().as_millis()).unwrap().max(5) * 6 / 5;
+    let mut rng = Lcg(11);
+    for trial in 0..20 {
+        let root = e.root.join(format!("appc{trial}"));
+        run_and_kill(&root, &args, rng.next_millis(span));
+        let report: serde_json::Value = serde_json::from_str(&strata_ok(&root, &["--json", "recover"])).unwrap();
+        assert_eq!(report["appc_skipped"], serde_json::json!([]), "trial {trial}: a half image is visible");
+        assert_eq!(std::fs::read_dir(root.join("store/staging")).unwrap().count(), 0, "trial {trial}");
+        if let Ok(rendered) = std::fs::read_dir(root.join("store/appc/rendered")) {
+            for r in rendered {
+                assert!(r.unwrap().path().join("rootfs/app").is_file(), "trial {trial}: half render");
+            }
+        }
+        strata_ok(&root, &["destroy", "c1"]);
+        let rootfs = strata_ok(&root, &args);
+        let rootfs = Path::new(rootfs.trim());
+        assert_eq!(std::fs::read(rootfs.join("etc/conf")).unwrap(), b"top", "trial {trial}");
+        assert!(rootfs.join("app").is_file() && !rootfs.join("junk").exists(), "trial {trial}");
+        strata_ok(&root, &["destroy", "c1"]);
+        assert!(strata::mount::mounts_under(&root).unwrap().is_empty(), "trial {trial}");
+    }
+    strata_ok(&e.root.join("appc-timing"), &["destroy", "c1"]);
 }
