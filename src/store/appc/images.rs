@@ -290,10 +290,11 @@ impl AppcStore {
             }
             Ok(ids)
         });
-        let chain = match order {
-            Ok(chain) => chain,
-            Err(_) if failure.is_some() => return Err(failure.unwrap_or(AppcStoreError::NotFound(key))),
-            Err(source) => return Err(AppcStoreError::Graph { image: key, source }),
+        let chain = match (order, failure) {
+            (Ok(chain), _) => chain,
+            // The graph walk stopped on a dependency that could not be had: say why.
+            (Err(_), Some(failure)) => return Err(failure),
+            (Err(source), None) => return Err(AppcStoreError::Graph { image: key, source }),
         };
         let layers = if image.manifest.path_whitelist.is_empty() {
             chain.iter().filter_map(|id| known.get(id)).map(StoredAci::rootfs).collect()
