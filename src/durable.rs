@@ -1,6 +1,7 @@
 //! The one way disk changes become visible: build in staging, flush, rename into
 //! place, flush the parent directory. After a crash at any instant a reader sees the
-//! old state or the new one, never a half-written file or tree.
+//! old state or the new one, never a half-written file or tree. Layers use the
+//! unflushed rename and detect power-cut tears instead (`store::flush`).
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -73,6 +74,23 @@ pub fn commit_dir(staged: &Path, parent: &Path, name: &str) -> Result<Commit, Sy
     }
     sysfs::fsync(to.as_fd()).context("fsync", parent)?;
     Ok(Commit::Done)
+}
+
+/// Moves the finished tree `staged` to `parent/name` (never replacing what is there)
+/// without flushing anything: atomic against a killed process, and the caller makes
+/// power-cut tears detectable itself (the store's layers: `store::flush`).
+pub fn commit_dir_unflushed(staged: &Path, parent: &Path, name: &str) -> Result<Commit, SysError> {
+    let (Some(staged_parent), Some(staged_name)) = (staged.parent(), staged.file_name()) else {
+        return Err(SysError::new("commit", staged, std::io::Error::other("staged path has no parent")));
+    };
+    let from = sysfs::open_dir(staged_parent).context("open", staged_parent)?;
+    let to = sysfs::open_dir(parent).context("open", parent)?;
+    match sysfs::rename_noreplace(from.as_fd(), staged_name, to.as_fd(), OsStr::new(name)) {
+        Ok(()) => Ok(Commit::Done),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Commit::AlreadyPresent),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(Commit::AlreadyPresent),
+        Err(e) => Err(SysError::new("rename", parent.join(name), e)),
+    }
 }
 
 #[cfg(test)]

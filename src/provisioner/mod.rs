@@ -211,6 +211,10 @@ pub struct RecoverReport {
     pub stray_mounts_unmounted: usize,
     /// Store staging entries removed.
     pub staging_cleared: usize,
+    /// Store layers removed because a power cut may have torn them (fetched again on use).
+    pub torn_layers_dropped: usize,
+    /// Rootfses that could not be remounted after a reboot (a layer was gone), removed.
+    pub unmountable_rootfses_removed: usize,
     /// Valid appc images in the store.
     pub appc_images: usize,
     /// Invalid appc store entries, skipped (left for an operator, not deleted).
@@ -520,6 +524,9 @@ impl Provisioner {
         let _global = self.lock_provisioner(true)?;
         let mut report = RecoverReport { staging_cleared: self.store.clear_staging()?, ..RecoverReport::default() };
         (report.appc_images, report.appc_skipped) = self.store.appc().recover().map_err(StoreError::from)?;
+        // Before any remount: a layer a power cut may have torn must not be mounted.
+        report.torn_layers_dropped = self.store.drop_torn_layers()?;
+        self.store.flush()?;
         let containers = self.all_containers()?;
         for container in &containers {
             let dir = paths::container_dir(&self.dir, container);
@@ -563,7 +570,16 @@ impl Provisioner {
                 match self.read_record(&backend_dir, &id) {
                     Ok(Some(record)) if record.state == RootfsState::Ready && rootfs.is_dir() => {
                         if record.backend.mounts() && !mounted.contains(&rootfs) {
-                            self.remount(&backend_dir, &record)?;
+                            let layers = match self.record_layers(&record)? {
+                                Ok(layers) => layers,
+                                Err(gone) => {
+                                    tracing::warn!(rootfs = %rootfs.display(), missing = %gone, "cannot remount: removing the rootfs");
+                                    self.destroy_rootfs(&backend_dir, &id)?;
+                                    report.unmountable_rootfses_removed += 1;
+                                    continue;
+                                }
+                            };
+                            self.remount(&backend_dir, &record, &layers)?;
                             report.remounted += 1;
                         }
                         kept_rootfses.insert(rootfs);
@@ -595,20 +611,26 @@ impl Provisioner {
         Ok(report)
     }
 
-    fn remount(&self, backend_dir: &Path, record: &RootfsRecord) -> Result<()> {
+    /// The directories a recorded rootfs is made of, or what is gone from the store.
+    fn record_layers(&self, record: &RootfsRecord) -> Result<Result<Vec<PathBuf>, String>> {
+        if !record.appc_images.is_empty() {
+            let found = self.store.appc().chain_layers(&record.appc_images).map_err(StoreError::from)?;
+            return Ok(found.ok_or_else(|| format!("an appc image of {}", record.manifest_digest)));
+        }
         let layers: Vec<PathBuf> =
             record.layers.iter().map(|d| self.store.layer_dir(d).join(crate::store::LAYER_ROOTFS)).collect();
-        if let Some(missing) = layers.iter().find(|l| !l.is_dir()) {
-            return Err(ProvisionError::Busy {
-                container: backend_dir.display().to_string(),
-                why: format!("cannot remount: layer {} is gone", missing.display()),
-            });
-        }
+        Ok(match layers.iter().position(|l| !l.is_dir()) {
+            Some(i) => Err(record.layers[i].to_string()),
+            None => Ok(layers),
+        })
+    }
+
+    fn remount(&self, backend_dir: &Path, record: &RootfsRecord, layers: &[PathBuf]) -> Result<()> {
         let backend = self.backend(record.backend)?;
         let rootfs = paths::rootfs_dir(backend_dir, &record.rootfs_id);
         let scratch = paths::scratch_dir(backend_dir, &record.rootfs_id);
         std::fs::create_dir_all(&scratch).context("create", &scratch)?;
-        backend.provision(&layers, &rootfs, &scratch)?;
+        backend.provision(layers, &rootfs, &scratch)?;
         Ok(())
     }
 

@@ -472,6 +472,7 @@ pub async fn serve(
     if let Some(gc) = auto_gc {
         tokio::spawn(auto_gc_loop(Arc::clone(&state.provisioner), gc));
     }
+    tokio::spawn(flush_loop(Arc::clone(&state.provisioner)));
     tracing::info!(socket = %socket.display(), "serving");
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
     let _ = std::fs::remove_file(socket);
@@ -489,6 +490,20 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down: no new requests; finishing the ones in flight");
+}
+
+/// Flushes newly pulled layers in the background (see `store::flush`): pulls never
+/// wait for the disk, and what they wrote is made durable within about 30 s.
+async fn flush_loop(provisioner: Arc<Provisioner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let p = Arc::clone(&provisioner);
+        let flushed = tokio::task::spawn_blocking(move || p.store().flush()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "background flush failed; will retry");
+        }
+    }
 }
 
 async fn auto_gc_loop(provisioner: Arc<Provisioner>, gc: AutoGc) {

@@ -16,7 +16,10 @@
 //! fetches them again (Mesos' missing-layer self-heal).
 
 pub mod appc;
+mod flush;
 mod sources;
+
+pub use self::flush::WriteStamp;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -214,6 +217,9 @@ pub struct LayerRecord {
     pub compression: Compression,
     /// Size of the uncompressed tar.
     pub uncompressed_size: u64,
+    /// When its data was written, if it was committed before a flush (see `flush`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<WriteStamp>,
 }
 
 /// A complete stored image, ready to provision.
@@ -277,6 +283,7 @@ pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
     registry: std::sync::Arc<crate::registry::Registry>,
+    flusher: flush::Flusher,
 }
 
 impl Store {
@@ -289,7 +296,8 @@ impl Store {
         }
         std::fs::create_dir_all(dir.join(LOCKS_DIR)).context("create", dir.join(LOCKS_DIR))?;
         let registry = std::sync::Arc::new(crate::registry::Registry::new(options.registry.clone()));
-        Ok(Self { dir, options, registry })
+        let flusher = flush::Flusher::new(&dir, &dir.join(STAGING_DIR));
+        Ok(Self { dir, options, registry, flusher })
     }
 
     /// The store's directory (`<root>/store`).
@@ -324,6 +332,9 @@ impl Store {
     /// Concurrent pulls of the same content in several processes are safe: the first
     /// commit of a layer wins and the others discard their copy.
     pub fn pull(&self, reference: &ImageRef, policy: PullPolicy) -> Result<Image> {
+        if let Err(e) = self.flusher.flush_pending(flush::QUIET_AGE) {
+            tracing::warn!(error = %e, "could not flush earlier layers; will try again");
+        }
         let _gc = self.lock_store(false)?;
         let key = reference.cache_key();
         if policy != PullPolicy::Always {
@@ -358,6 +369,28 @@ impl Store {
             layer_ids: Vec::new(),
             appc_images: image.chain,
         })
+    }
+
+    /// Flushes layers committed without a flush (see `flush`) and records it, so
+    /// that they are trusted after a power cut. The daemon calls it periodically,
+    /// `recover` once.
+    pub fn flush(&self) -> Result<bool> {
+        Ok(self.flusher.flush_pending(std::time::Duration::ZERO)?)
+    }
+
+    /// Removes every layer that may have been torn by a power cut (written in an earlier
+    /// boot, no flush since); images using them fetch them again. Returns how many.
+    pub fn drop_torn_layers(&self) -> Result<usize> {
+        let dir = self.dir.join(LAYERS_DIR);
+        let mut dropped = 0;
+        for entry in std::fs::read_dir(&dir).context("read", &dir)? {
+            let name = entry.context("read", &dir)?.file_name();
+            let Ok(diff_id) = Digest::from_hex(&name.to_string_lossy()) else { continue };
+            if self.layer_record(&diff_id).is_none() && !self.layer_dir(&diff_id).exists() {
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// The appc half of the store.
@@ -578,6 +611,7 @@ impl Store {
                     size: desc.size,
                     compression: Compression::of_layer_media_type(&desc.media_type).unwrap_or(Compression::None),
                     uncompressed_size: self.layer_record(diff_id).map_or(0, |r| r.uncompressed_size),
+                    written: None,
                 },
                 rootfs: self.layer_dir(diff_id).join(LAYER_ROOTFS),
             })
@@ -585,8 +619,20 @@ impl Store {
         Ok(Some(Image { record, config_digest: manifest.config.digest.clone(), manifest, config, layers }))
     }
 
+    /// The record of a stored layer that can be trusted whole; a layer a power cut may
+    /// have torn (see `flush`) is removed here, so that it is fetched again.
     fn layer_record(&self, diff_id: &Digest) -> Option<LayerRecord> {
-        read_json(&self.layer_dir(diff_id).join(LAYER_META)).ok().flatten()
+        let record: LayerRecord = read_json(&self.layer_dir(diff_id).join(LAYER_META)).ok().flatten()?;
+        if self.flusher.is_trusted(record.written.as_ref()) {
+            return Some(record);
+        }
+        tracing::warn!(layer = %diff_id, "layer written before a reboot and never flushed; fetching it again");
+        if let Err(e) = self.remove_layer(diff_id) {
+            if self.layer_dir(diff_id).exists() {
+                tracing::warn!(layer = %diff_id, error = %e, "could not remove a possibly torn layer");
+            }
+        }
+        None
     }
 
     /// Reads a stored blob and checks it still hashes to its name.
@@ -732,12 +778,15 @@ impl Store {
                 "skipped device nodes (not allowed: unpack.allow_devices) or aufs metadata"
             );
         }
+        // Every data write of the layer is done: stamp it (the flush protocol needs the
+        // stamp taken after them).
         let record = LayerRecord {
             diff_id: unpacked.diff_id.clone(),
             digest: unpacked.digest.clone(),
             size: unpacked.size,
             compression: unpacked.compression,
             uncompressed_size: unpacked.uncompressed_size,
+            written: Some(self.flusher.stamp()),
         };
         let meta = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Source {
             source_name: "store".into(),
@@ -745,7 +794,9 @@ impl Store {
         })?;
         let meta_path = staging.path.join(LAYER_META);
         std::fs::write(&meta_path, meta).context("write", &meta_path)?;
-        match durable::commit_dir(&staging.path, &self.dir.join(LAYERS_DIR), record.diff_id.hex())? {
+        let committed = durable::commit_dir_unflushed(&staging.path, &self.dir.join(LAYERS_DIR), record.diff_id.hex())?;
+        self.flusher.note_commit()?;
+        match committed {
             Commit::Done => tracing::info!(
                 layer = %record.diff_id,
                 bytes = record.uncompressed_size,

@@ -296,13 +296,34 @@ impl AppcStore {
             (Err(_), Some(failure)) => return Err(failure),
             (Err(source), None) => return Err(AppcStoreError::Graph { image: key, source }),
         };
-        let layers = if image.manifest.path_whitelist.is_empty() {
-            chain.iter().filter_map(|id| known.get(id)).map(StoredAci::rootfs).collect()
-        } else {
-            let images: Vec<&StoredAci> = chain.iter().filter_map(|id| known.get(id)).collect();
-            vec![self.render(&images, &image.manifest.path_whitelist)?]
-        };
+        let images: Vec<&StoredAci> = chain.iter().filter_map(|id| known.get(id)).collect();
+        let layers = self.layers(&images)?;
         Ok(AppcImage { reference: key, image, chain, layers })
+    }
+
+    /// The directories a backend stacks for a resolved chain (the requested image
+    /// last): each rootfs in order, or one render cut to the image's `pathWhitelist`.
+    fn layers(&self, chain: &[&StoredAci]) -> Result<Vec<PathBuf>> {
+        let whitelist = chain.last().map(|top| top.manifest.path_whitelist.as_slice()).unwrap_or_default();
+        if whitelist.is_empty() {
+            Ok(chain.iter().map(|i| i.rootfs()).collect())
+        } else {
+            Ok(vec![self.render(chain, whitelist)?])
+        }
+    }
+
+    /// The directories of a chain recorded earlier (a rootfs remounted after a
+    /// reboot); `None` when an image of it is not stored any more.
+    pub fn chain_layers(&self, chain: &[ImageId]) -> Result<Option<Vec<PathBuf>>> {
+        let mut images = Vec::new();
+        for id in chain {
+            match self.get(id)? {
+                Some(image) => images.push(image),
+                None => return Ok(None),
+            }
+        }
+        let refs: Vec<&StoredAci> = images.iter().collect();
+        self.layers(&refs).map(Some)
     }
 
     fn resolve_dependency(&self, dep: &Dependency, policy: PullPolicy) -> Result<StoredAci> {
