@@ -41,6 +41,7 @@ pub mod bundle;
 pub mod config;
 pub mod digest;
 pub mod durable;
+pub mod error;
 pub mod gc;
 pub mod image;
 pub mod layer;

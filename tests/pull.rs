@@ -266,6 +266,36 @@ fn bad_input_fails_cleanly_and_stores_nothing() {
 }
 
 #[test]
+fn files_that_are_no_archives_and_hostile_names_give_one_safe_line() {
+    let e = env();
+    let text = e.work.join("passwd");
+    std::fs::write(&text, "root:x:0:0:root:/root:/bin/bash\n".repeat(40)).unwrap();
+    for (reference, says) in [
+        (format!("docker-archive:{}", text.display()), "not a tar archive"),
+        (format!("aci:{}", text.display()), "is not an ACI: neither a tar archive nor gzip, bzip2 or xz"),
+    ] {
+        let o = strata(&e.root, &["pull", &reference]);
+        assert!(!o.status.success());
+        let err = common::stderr(&o);
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+        assert!(err.contains(says), "'{err}' should say '{says}'");
+        assert!(!err.contains("/bin/bash"), "the file's bytes are not quoted: {err}");
+    }
+    // An entry name with a newline and a terminal escape, refused: the message names it
+    // escaped, on one line.
+    let mut hostile = Layout::new(&e.work.join("hostile"));
+    hostile.add_image("latest", &[(tar(&[Entry::file("x\n\u{1b}[2J/../../../escape", b"x")]), Comp::None)]);
+    let o = strata(&e.root, &["pull", &format!("oci:{}", hostile.dir.display())]);
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+    assert!(!err.contains('\u{1b}'), "no raw escape reaches the terminal: {err:?}");
+    assert!(err.contains("x\\n\\u{1b}[2J"), "the name is shown escaped: {err}");
+    assert!(staging_is_empty(&e.root));
+    assert_eq!(strata_ok(&e.root, &["images", "--json"]).trim(), "[]");
+}
+
+#[test]
 fn recover_clears_abandoned_staging() {
     let e = env();
     strata_ok(&e.root, &["images"]);

@@ -288,26 +288,13 @@ pub(crate) fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
             #[allow(clippy::print_stderr)] // the binary reports its own failure
             {
-                eprintln!("strata: error: {}", dedup_chain(&chain).join(": "));
+                eprintln!("strata: error: {}", strata::error::report(err.as_ref()));
             }
             ExitCode::FAILURE
         }
     }
-}
-
-/// Drops a cause whose text its parent already quotes (thiserror's `transparent`).
-fn dedup_chain(chain: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for msg in chain {
-        if out.last().is_some_and(|prev| prev.ends_with(msg.as_str())) {
-            continue;
-        }
-        out.push(msg.clone());
-    }
-    out
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -60,6 +60,24 @@ impl UnpackOptions {
     }
 }
 
+/// Size of a tar header block.
+pub const TAR_BLOCK: usize = 512;
+
+/// Does `block` (the first [`TAR_BLOCK`] bytes of a file) hold a tar header whose
+/// checksum verifies? Used to tell "this is not a tar archive" apart from a damaged
+/// one before the tar parser quotes a random file's bytes back in its error. Any tar
+/// format passes (v7, ustar, GNU, PAX): they share the checksum.
+pub fn is_tar_header(block: &[u8]) -> bool {
+    /// The `chksum` field: 8 bytes at offset 148, octal, summed as if spaces.
+    const CHKSUM: std::ops::Range<usize> = 148..156;
+    let Some(block) = block.get(..TAR_BLOCK) else { return false };
+    let digits = block[CHKSUM].iter().skip_while(|b| **b == b' ').take_while(|b| (b'0'..=b'7').contains(b));
+    let recorded = digits.fold(0u32, |acc, b| acc.saturating_mul(8).saturating_add(u32::from(b - b'0')));
+    let sum: u32 =
+        block.iter().enumerate().map(|(i, b)| if CHKSUM.contains(&i) { u32::from(b' ') } else { u32::from(*b) }).sum();
+    recorded == sum
+}
+
 /// What the blob is supposed to be; each `Some` is checked.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
@@ -164,4 +182,26 @@ fn unpack_stream(
         }
     }
     Ok(Unpacked { digest, size, diff_id, uncompressed_size, compression, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_headers_are_told_from_other_files() {
+        for mut header in [tar::Header::new_gnu(), tar::Header::new_ustar(), tar::Header::new_old()] {
+            header.set_path("etc/hostname").unwrap();
+            header.set_size(3);
+            header.set_cksum();
+            assert!(is_tar_header(header.as_bytes()));
+            let mut damaged = header.as_bytes().to_vec();
+            damaged[0] ^= 1;
+            assert!(!is_tar_header(&damaged));
+            assert!(!is_tar_header(&header.as_bytes()[..TAR_BLOCK - 1]), "a short file");
+        }
+        let text = b"root:x:0:0:root:/root:/bin/bash\n".repeat(20);
+        assert!(!is_tar_header(&text));
+        assert!(!is_tar_header(&[0u8; TAR_BLOCK]), "an end-of-archive block is no header");
+    }
 }

@@ -101,14 +101,7 @@ pub enum RegistryError {
 impl RegistryError {
     pub(crate) fn http(url: &str, e: reqwest::Error) -> Self {
         let url = url.split('?').next().unwrap_or(url).to_owned();
-        let why = if e.is_timeout() {
-            "timed out".to_owned()
-        } else if e.is_connect() {
-            "connection failed".to_owned()
-        } else {
-            e.without_url().to_string()
-        };
-        Self::Http { url, why }
+        Self::Http { url, why: describe_http_error(e) }
     }
 
     /// Worth trying again (or another mirror)?
@@ -118,6 +111,28 @@ impl RegistryError {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }
+    }
+}
+
+/// Why an HTTP request failed, in words for a message the URL precedes: `timed out`,
+/// `connection failed: Connection refused (os error 111)`, `connection failed: failed to
+/// lookup address information: …`; reqwest's own text repeats the URL and names layers
+/// of its stack instead of the cause.
+pub(crate) fn describe_http_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let e = e.without_url();
+    let mut root: &dyn std::error::Error = &e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    if e.is_connect() {
+        format!("connection failed: {root}")
+    } else if std::ptr::addr_eq(root, &e) {
+        e.to_string()
+    } else {
+        format!("{e}: {root}")
     }
 }
 

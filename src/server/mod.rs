@@ -67,19 +67,6 @@ fn bad_request(msg: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.to_string())
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.last().is_some_and(|p| p.ends_with(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
         StoreError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -110,7 +97,7 @@ fn appc_status(e: &AppcStoreError) -> StatusCode {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self(store_status(&e), chain(&e))
+        Self(store_status(&e), crate::error::report(&e))
     }
 }
 
@@ -123,13 +110,13 @@ impl From<ProvisionError> for ApiError {
             ProvisionError::Store(s) => store_status(s),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, chain(&e))
+        Self(status, crate::error::report(&e))
     }
 }
 
 impl From<GcError> for ApiError {
     fn from(e: GcError) -> Self {
-        Self(StatusCode::INTERNAL_SERVER_ERROR, chain(&e))
+        Self(StatusCode::INTERNAL_SERVER_ERROR, crate::error::report(&e))
     }
 }
 
@@ -452,7 +439,7 @@ pub async fn serve(
     let report = tokio::task::spawn_blocking(move || p.recover(None))
         .await
         .map_err(std::io::Error::other)?
-        .map_err(|e| std::io::Error::other(chain(&e)))?;
+        .map_err(|e| std::io::Error::other(crate::error::report(&e)))?;
     tracing::info!(kept = report.kept.len(), destroyed = report.destroyed.len(), "recovered");
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;

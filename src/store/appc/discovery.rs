@@ -133,11 +133,10 @@ impl Discovery {
                 Err(e) => Err(DiscoveryError::Transport { url: url.to_owned(), why: e.to_string() }),
             };
         }
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .map_err(|e| DiscoveryError::Transport { url: url.to_owned(), why: error_chain(&e) })?;
+        let response = self.client.get(url).send().map_err(|e| DiscoveryError::Transport {
+            url: url.to_owned(),
+            why: crate::registry::describe_http_error(e),
+        })?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(DiscoveryError::NotFound { url: url.to_owned(), status: status.to_string() });
@@ -147,17 +146,6 @@ impl Discovery {
         }
         Ok(Box::new(response))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Fails the read once more than the declared size arrives.

@@ -5,7 +5,7 @@
 //! checked, before anything is committed.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +43,12 @@ pub enum ImportError {
         /// Why.
         #[source]
         source: UnpackError,
+    },
+    /// The bytes are neither a tar archive nor gzip, bzip2 or xz.
+    #[error("{name} is not an ACI: neither a tar archive nor gzip, bzip2 or xz compressed")]
+    NotAnArchive {
+        /// The ACI (path or URL).
+        name: String,
     },
     /// The ACI's layout or manifest is invalid.
     #[error("{name} is not a valid ACI")]
@@ -98,17 +104,21 @@ impl<R: Read> Read for Sha512Reader<R> {
 }
 
 /// The uncompressed tar, whatever the compression (told by its magic number).
-fn decompress<'a>(reader: Box<dyn Read + Send + 'a>, name: &str) -> Result<Box<dyn Read + Send + 'a>, SysError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = buffered.fill_buf().context("read", name)?.to_vec();
+fn decompress<'a>(mut reader: Box<dyn Read + Send + 'a>, name: &str) -> Result<Box<dyn Read + Send + 'a>, ImportError> {
+    // A whole tar block, however the stream chunks it (an HTTP body may start short).
+    let mut head = Vec::with_capacity(layer::TAR_BLOCK);
+    (&mut reader).take(layer::TAR_BLOCK as u64).read_to_end(&mut head).context("read", name)?;
+    let buffered = BufReader::with_capacity(256 * 1024, std::io::Cursor::new(head.clone()).chain(reader));
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
     } else if head.starts_with(b"BZh") {
         Box::new(bzip2::bufread::MultiBzDecoder::new(buffered))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered))
-    } else {
+    } else if layer::is_tar_header(&head) {
         Box::new(buffered)
+    } else {
+        return Err(ImportError::NotAnArchive { name: name.to_owned() });
     })
 }
 

@@ -56,9 +56,13 @@ impl DockerArchive {
 
     fn index(&self) -> Result<HashMap<String, Member>, StoreError> {
         let mut file = File::open(&self.path).map_err(|e| self.invalid(format!("cannot open: {e}")))?;
-        let mut magic = [0u8; 2];
-        if file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
+        let mut head = [0u8; crate::layer::TAR_BLOCK];
+        let read = file.read(&mut head).map_err(|e| self.invalid(format!("cannot read: {e}")))?;
+        if head[..read].starts_with(&[0x1f, 0x8b]) {
             return Err(self.invalid("the archive is gzip-compressed; decompress it first (gunzip)"));
+        }
+        if !crate::layer::is_tar_header(&head[..read]) {
+            return Err(self.invalid("not a tar archive (its first block is no tar header)"));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| self.invalid(e))?;
         let mut archive = tar::Archive::new(file);
