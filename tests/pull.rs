@@ -145,6 +145,41 @@ fn platform_is_chosen_from_an_index() {
     let o = strata(&e.root, &["pull", "--pull", "always", "--platform", "linux/s390x", &reference]);
     assert!(!o.status.success());
     assert!(common::stderr(&o).contains("no manifest for platform linux/s390x"), "{}", common::stderr(&o));
+
+    // The stored arm64 choice does not answer a request for amd64: the index is asked again.
+    strata_ok(&e.root, &["pull", "--platform", "linux/amd64", &reference]);
+    assert!(layer_rootfs(&e.root, &amd).join("arch").exists());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&strata_ok(&e.root, &["inspect", "--json", &reference])).unwrap();
+    assert_eq!(inspect["platform"], "linux/amd64");
+    let o = strata(&e.root, &["pull", "--pull", "never", "--platform", "linux/arm64", &reference]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("is for linux/amd64, not the requested linux/arm64"), "{}", common::stderr(&o));
+}
+
+#[test]
+fn a_single_platform_image_for_another_platform_is_refused_when_a_platform_is_asked_for() {
+    let e = env();
+    let foreign = if common::host_arch() == "s390x" { "ppc64le" } else { "s390x" };
+    let layer = tar(&[Entry::file("arch", foreign.as_bytes())]);
+    let mut layout = Layout::new(&e.work.join("foreign"));
+    layout.add_image_for("v1", &[(layer.clone(), Comp::Gzip)], foreign);
+    let reference = format!("oci:{}:v1", layout.dir.display());
+
+    let o = strata(&e.root, &["pull", "--platform", &format!("linux/{}", common::host_arch()), &reference]);
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(err.contains(&format!("is for linux/{foreign}, not the requested linux/{}", common::host_arch())), "{err}");
+    assert!(!layer_rootfs(&e.root, &layer).exists(), "nothing was fetched");
+    assert_eq!(strata_ok(&e.root, &["images", "--json"]).trim(), "[]");
+
+    // Without a platform asked for, it is used (as Docker does, with a warning).
+    strata_ok(&e.root, &["pull", &reference]);
+    assert!(layer_rootfs(&e.root, &layer).join("arch").exists());
+    // Once stored, asking for another platform is still refused.
+    let o = strata(&e.root, &["pull", "--platform", &format!("linux/{}", common::host_arch()), &reference]);
+    assert!(!o.status.success());
+    strata_ok(&e.root, &["pull", "--platform", &format!("linux/{foreign}"), &reference]);
 }
 
 #[test]

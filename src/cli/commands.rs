@@ -71,7 +71,11 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
         let details = output::AppcDetails::new(&image);
         return if ctx.json { print_json(&details) } else { output::print_appc_details(&details) };
     }
-    let image = store.pull(&image_ref, PullPolicy::Never).with_context(|| format!("cannot inspect {image_ref}"))?;
+    // What is stored, whatever platform it is for.
+    let image = store
+        .get(&image_ref)
+        .and_then(|found| found.ok_or_else(|| strata::store::StoreError::NotFound(image_ref.cache_key())))
+        .with_context(|| format!("cannot inspect {image_ref}"))?;
     let details = output::ImageDetails::new(&image);
     if ctx.json {
         print_json(&details)

@@ -246,6 +246,7 @@ impl Context {
         let mut options = StoreOptions::default();
         if let Some(p) = &self.config.platform {
             options.platform = p.parse().context("config file: platform")?;
+            options.strict_platform = true;
         }
         options.local_images_dir.clone_from(&self.config.local_images_dir);
         options.appc_discovery_prefix.clone_from(&self.config.appc_discovery_prefix);
@@ -263,6 +264,7 @@ impl Context {
         if let Some(args) = args {
             if let Some(p) = &args.platform {
                 options.platform = p.clone();
+                options.strict_platform = true;
             }
             if let Some(n) = args.max_layer_bytes {
                 options.unpack.max_layer_bytes = n;

@@ -75,7 +75,7 @@ fn store_status(e: &StoreError) -> StatusCode {
             RegistryError::Unauthorized { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         },
-        StoreError::Source { .. } => StatusCode::BAD_REQUEST,
+        StoreError::Source { .. } | StoreError::PlatformMismatch { .. } => StatusCode::BAD_REQUEST,
         StoreError::Unpack { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         StoreError::Appc(e) => appc_status(e),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,10 +181,8 @@ async fn pull_once(state: &Shared, image: &ImageRef, policy: PullPolicy) -> Resu
             return Ok((summary, false));
         }
         if policy != PullPolicy::Always {
-            if let Ok(Some(img)) = store.get(&image) {
-                if img.layers.iter().all(|l| l.rootfs.is_dir()) {
-                    return Ok((image_summary(&img), false));
-                }
+            if let Some(img) = store.usable(&image)? {
+                return Ok((image_summary(&img), false));
             }
         }
         store.pull(&image, policy).map(|i| (image_summary(&i), true)).map_err(ApiError::from)

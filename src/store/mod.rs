@@ -102,6 +102,17 @@ pub enum StoreError {
         #[source]
         source: crate::registry::RegistryError,
     },
+    /// The image is built for another platform than the one asked for, and has no
+    /// other to choose from (a plain manifest, not an index).
+    #[error("image {reference} is for {found}, not the requested {wanted}")]
+    PlatformMismatch {
+        /// The image.
+        reference: String,
+        /// The platform asked for, as `os/arch[/variant]`.
+        wanted: String,
+        /// The platform the image's config names.
+        found: String,
+    },
     /// A layer worker thread panicked.
     #[error("a layer worker failed unexpectedly")]
     Worker,
@@ -149,6 +160,12 @@ pub struct StoreOptions {
     pub unpack: UnpackOptions,
     /// The platform to pick from indexes. Default: the host's.
     pub platform: Platform,
+    /// Refuse an image without a choice of platforms (a plain manifest) whose config
+    /// names another platform than [`Self::platform`]. Off by default: as with Docker,
+    /// such an image is used, with a warning, when the platform is the host's default
+    /// (emulated or mislabelled images); the CLI turns it on when a platform is asked
+    /// for (`--platform`, or `platform` in the config file).
+    pub strict_platform: bool,
     /// Like Mesos' `--docker_registry=/dir`: serve `docker://NAME[:TAG]` from
     /// `DIR/NAME:TAG.tar` or `DIR/NAME.tar` (docker save archives). Default: none.
     pub local_images_dir: Option<PathBuf>,
@@ -179,6 +196,7 @@ impl Default for StoreOptions {
         Self {
             unpack: UnpackOptions::default(),
             platform: Platform::host(),
+            strict_platform: false,
             local_images_dir: None,
             parallel_layers: 3,
             registry: crate::registry::RegistryOptions::default(),
@@ -198,6 +216,10 @@ pub struct ImageRecord {
     /// The index it was chosen from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
+    /// The platform it was chosen for from that index (a later request for another
+    /// platform chooses again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
     /// When it was pulled, seconds since the epoch.
     pub pulled_at: u64,
     /// When it was last pulled or used, seconds since the epoch.
@@ -338,15 +360,20 @@ impl Store {
         let _gc = self.lock_store(false)?;
         let key = reference.cache_key();
         if policy != PullPolicy::Always {
-            if let Some(image) = self.cached(&key)? {
-                if image.layers.iter().all(|l| l.rootfs.is_dir()) {
+            match self.lookup(&key)? {
+                Lookup::Usable(image) => {
                     self.touch(&image.record)?;
-                    return Ok(image);
+                    return Ok(*image);
                 }
-                tracing::warn!(image = %key, "stored image has missing layers; fetching them again");
-            }
-            if policy == PullPolicy::Never {
-                return Err(StoreError::NotFound(key));
+                Lookup::OtherPlatform(found) if policy == PullPolicy::Never => {
+                    return Err(StoreError::PlatformMismatch {
+                        reference: key,
+                        wanted: self.options.platform.to_string(),
+                        found: found.to_string(),
+                    });
+                }
+                _ if policy == PullPolicy::Never => return Err(StoreError::NotFound(key)),
+                _ => {}
             }
         }
         let source = self.source_for(reference)?;
@@ -403,6 +430,34 @@ impl Store {
             self.options.appc_discovery_prefix.as_deref(),
             (registry.connect_timeout, registry.io_timeout),
         )
+    }
+
+    /// The stored image for `reference` if it serves a pull as it is: recorded, every
+    /// layer present, and for the wanted platform. Fetches nothing.
+    pub fn usable(&self, reference: &ImageRef) -> Result<Option<Image>> {
+        Ok(match self.lookup(&reference.cache_key())? {
+            Lookup::Usable(image) => Some(*image),
+            _ => None,
+        })
+    }
+
+    fn lookup(&self, key: &str) -> Result<Lookup> {
+        let Some(image) = self.cached(key)? else { return Ok(Lookup::Absent) };
+        let chosen_for = match &image.record.platform {
+            Some(p) => self.options.platform.matches(p),
+            None => self.fits_platform(key, &image.config, image.record.index_digest.is_some())?,
+        };
+        if !chosen_for {
+            let found = platform_of(&image.config);
+            tracing::info!(image = %key, stored = %found, wanted = %self.options.platform,
+                "stored image is for another platform; its index is asked again");
+            return Ok(Lookup::OtherPlatform(found));
+        }
+        if !image.layers.iter().all(|l| l.rootfs.is_dir()) {
+            tracing::warn!(image = %key, "stored image has missing layers; fetching them again");
+            return Ok(Lookup::Incomplete);
+        }
+        Ok(Lookup::Usable(Box::new(image)))
     }
 
     /// The stored image for `reference`, if recorded (layers not checked).
@@ -681,8 +736,40 @@ impl Store {
         Ok(())
     }
 
+    /// Is an image with this config what the wanted platform asks for? An image chosen
+    /// from an index must match (else `Ok(false)`: choose again); a single-platform
+    /// image that does not match is refused when the platform is strict, else used with
+    /// a warning. A config that names no platform fits anything.
+    fn fits_platform(&self, key: &str, config: &ImageConfig, from_index: bool) -> Result<bool> {
+        let found = platform_of(config);
+        if found.os.is_empty() || found.architecture.is_empty() || self.options.platform.matches(&found) {
+            return Ok(true);
+        }
+        if from_index {
+            return Ok(false);
+        }
+        if self.options.strict_platform {
+            return Err(StoreError::PlatformMismatch {
+                reference: key.to_owned(),
+                wanted: self.options.platform.to_string(),
+                found: found.to_string(),
+            });
+        }
+        tracing::warn!(image = %key, image_platform = %found, host = %self.options.platform,
+            "the image is for another platform than this host's");
+        Ok(true)
+    }
+
     fn fetch(&self, key: &str, source: &dyn Source) -> Result<Image> {
         let plan = source.resolve()?;
+        // Before any layer is fetched: an image for the wrong platform costs nothing.
+        let (config_bytes, from_index) = match &plan.documents {
+            Documents::Verbatim { config_bytes, index_digest, .. } => (Some(config_bytes), index_digest.is_some()),
+            Documents::Synthesized { config_bytes, .. } => (config_bytes.as_ref(), false),
+        };
+        if let Some(config) = config_bytes.and_then(|b| ImageConfig::parse(b).ok()) {
+            self.fits_platform(key, &config, from_index)?;
+        }
         let unpacked = self.fetch_layers(key, source, &plan)?;
         let (manifest_bytes, index_digest) = match &plan.documents {
             Documents::Verbatim { manifest_bytes, config_bytes, index_digest, .. } => {
@@ -706,8 +793,15 @@ impl Store {
         };
         let manifest_digest = self.write_blob(&manifest_bytes)?;
         let now = now();
-        let record =
-            ImageRecord { reference: key.to_owned(), manifest_digest, index_digest, pulled_at: now, last_used: now };
+        let platform = index_digest.is_some().then(|| self.options.platform.clone());
+        let record = ImageRecord {
+            reference: key.to_owned(),
+            manifest_digest,
+            index_digest,
+            platform,
+            pulled_at: now,
+            last_used: now,
+        };
         self.write_record(&record, true)?;
         tracing::info!(image = %key, manifest = %record.manifest_digest, layers = unpacked.len(), "image stored");
         self.cached(key)?.ok_or_else(|| StoreError::NotFound(key.to_owned()))
@@ -882,6 +976,23 @@ fn local_archive_path(dir: &Path, name: &DockerRef) -> Result<PathBuf> {
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+/// What the store holds for a key, as a pull sees it.
+enum Lookup {
+    /// Complete and for the wanted platform.
+    Usable(Box<Image>),
+    /// Chosen from an index for this other platform.
+    OtherPlatform(Platform),
+    /// A layer directory is missing (removed by hand, or torn by a power cut).
+    Incomplete,
+    /// Not recorded.
+    Absent,
+}
+
+/// The platform an image config names.
+fn platform_of(config: &ImageConfig) -> Platform {
+    Platform { os: config.os.clone(), architecture: config.architecture.clone(), variant: config.variant.clone() }
 }
 
 fn synthesize_manifest(config_digest: &Digest, config_size: u64, layers: &[LayerRecord]) -> Vec<u8> {

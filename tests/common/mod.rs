@@ -23,6 +23,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The host's architecture in Go's naming, as images name it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -301,7 +310,12 @@ impl Layout {
 
     /// Adds an image; returns the manifest digest.
     pub fn add_image(&mut self, tag: &str, layers: &[(Vec<u8>, Comp)]) -> String {
-        let manifest = self.image_manifest(layers, "amd64");
+        self.add_image_for(tag, layers, "amd64")
+    }
+
+    /// Adds a single-platform image whose config names `arch`; returns the manifest digest.
+    pub fn add_image_for(&mut self, tag: &str, layers: &[(Vec<u8>, Comp)], arch: &str) -> String {
+        let manifest = self.image_manifest(layers, arch);
         let digest = self.blob(&manifest);
         self.manifests.push(serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len(),
