@@ -127,6 +127,17 @@ fn api_over_the_socket() {
     let sock = socket.to_str().unwrap();
     let out = common::strata_ok(&root, &["--socket", sock, "provision", "c2", &reference, "--backend", "copy"]);
     assert!(Path::new(out.trim()).join("two").exists());
+    // flags the daemon cannot honour are refused, not dropped, and nothing is provisioned
+    for flags in [&["--creds", "alice:secret"][..], &["--platform", "linux/s390x"], &["--tls-verify=false"]] {
+        let mut args = vec!["--socket", sock, "provision", "c4", &reference];
+        args.extend_from_slice(flags);
+        let o = strata(&root, &args);
+        assert!(!o.status.success(), "{flags:?} through the daemon must fail");
+        let message = stderr(&o);
+        assert!(message.contains(flags[0].split('=').next().unwrap()) && message.contains("daemon"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+    assert!(!root.join("provisioner/containers/c4").exists());
     let o = strata(&root, &["provision", "c3", &reference, "--backend", "copy"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains(&format!("pid {}", daemon.child.id())), "{}", stderr(&o));

@@ -312,10 +312,12 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Version = cli.command {
         return commands::version(&ctx);
     }
-    // The daemon, when asked for or when one answers on the default socket.
+    // The daemon, when asked for, or when one answers on the default socket and no
+    // root was named (a named root may not be the one that daemon serves).
+    let root_named = cli.global.root.is_some() || ctx.config.root.is_some();
     let socket = cli.global.socket.clone().or_else(|| {
         let default = strata::server::default_socket();
-        client::answers(&default).then_some(default)
+        (!root_named && client::answers(&default)).then_some(default)
     });
     if let Some(socket) = socket {
         return remote::run(&ctx, &socket, cli.command);

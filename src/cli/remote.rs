@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use super::client::{call, encode};
@@ -11,6 +11,9 @@ use super::{Command, Context};
 
 /// Runs `command` through the daemon at `socket`.
 pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> {
+    if let Command::Pull { args, .. } | Command::Provision { args, .. } | Command::Bundle { args, .. } = &command {
+        refuse_local_only(args, socket)?;
+    }
     match command {
         Command::Pull { reference, args } => {
             let answer = call(socket, "POST", "/v1/images", Some(json!({"image": reference, "pull": policy(&args)})))?;
@@ -91,6 +94,36 @@ fn provision(
 ) -> Result<Value> {
     let body = json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(args)});
     call(socket, "POST", "/v1/containers", Some(body))
+}
+
+/// The daemon pulls with its own platform, credentials, transport and limits; a flag
+/// that would change them is refused rather than silently dropped.
+fn refuse_local_only(args: &super::PullArgs, socket: &Path) -> Result<()> {
+    let mut flags = Vec::new();
+    if args.platform.is_some() {
+        flags.push("--platform");
+    }
+    if args.creds.is_some() {
+        flags.push("--creds");
+    }
+    if !args.tls_verify {
+        flags.push("--tls-verify=false");
+    }
+    if args.max_layer_bytes.is_some() {
+        flags.push("--max-layer-bytes (or STRATA_MAX_LAYER_BYTES)");
+    }
+    if args.appc_discovery_prefix.is_some() {
+        flags.push("--appc-discovery-prefix");
+    }
+    if flags.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} cannot be passed through the daemon at {} (it pulls with its own configuration); \
+         set it in the daemon's config file, or work on the root directly (--root, with no daemon serving it)",
+        flags.join(", "),
+        socket.display()
+    )
 }
 
 fn policy(args: &super::PullArgs) -> &'static str {
