@@ -6,7 +6,7 @@ use strata::provisioner::{ContainerId, ContainerPath, Destroyed, Provisioned, Pr
 use strata::reference::ImageRef;
 use strata::store::PullPolicy;
 
-use super::output::{self, print_json, print_line};
+use super::output::{self, print_line};
 use super::{Context, PullArgs};
 
 fn parse(reference: &str) -> Result<ImageRef> {
@@ -18,22 +18,15 @@ pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()
     let store = ctx.store(Some(args))?;
     if image_ref.is_appc() {
         let image = store.prepare(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
-        return if ctx.json {
-            print_json(&serde_json::json!({
-                "reference": image.reference,
-                "digest": image.digest,
-                "chain": image.appc_images,
-            }))
-        } else {
-            print_line(&image.digest)
-        };
+        let summary = serde_json::json!({
+            "reference": image.reference,
+            "digest": image.digest,
+            "chain": image.appc_images,
+        });
+        return ctx.emit(&summary, || print_line(&image.digest));
     }
     let image = store.pull(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
-    if ctx.json {
-        print_json(&output::ImageSummary::new(&image))
-    } else {
-        print_line(&image.record.manifest_digest.to_string())
-    }
+    ctx.emit(&output::ImageSummary::new(&image), || print_line(&image.record.manifest_digest.to_string()))
 }
 
 pub(crate) fn images(ctx: &Context) -> Result<()> {
@@ -53,11 +46,7 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
     }
     let (appc_images, _) = store.appc().scan()?;
     summaries.extend(appc_images.iter().map(output::ImageSummary::appc));
-    if ctx.json {
-        print_json(&summaries)
-    } else {
-        output::print_images_table(&summaries)
-    }
+    ctx.emit(&summaries, || output::print_images_table(&summaries))
 }
 
 pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
@@ -69,7 +58,7 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
             .resolve(&image_ref, PullPolicy::Never)
             .with_context(|| format!("cannot inspect {image_ref}"))?;
         let details = output::AppcDetails::new(&image);
-        return if ctx.json { print_json(&details) } else { output::print_appc_details(&details) };
+        return ctx.emit(&details, || output::print_appc_details(&details));
     }
     // What is stored, whatever platform it is for.
     let image = store
@@ -77,11 +66,7 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
         .and_then(|found| found.ok_or_else(|| strata::store::StoreError::NotFound(image_ref.cache_key())))
         .with_context(|| format!("cannot inspect {image_ref}"))?;
     let details = output::ImageDetails::new(&image);
-    if ctx.json {
-        print_json(&details)
-    } else {
-        output::print_details(&details)
-    }
+    ctx.emit(&details, || output::print_details(&details))
 }
 
 pub(crate) fn rmi(ctx: &Context, reference: &str) -> Result<()> {
@@ -93,11 +78,7 @@ pub(crate) fn rmi(ctx: &Context, reference: &str) -> Result<()> {
     if !store.remove(&image_ref)? {
         anyhow::bail!("image '{image_ref}' is not in the store");
     }
-    if ctx.json {
-        print_json(&serde_json::json!({ "removed": image_ref.cache_key() }))
-    } else {
-        print_line(&format!("removed {image_ref}"))
-    }
+    ctx.emit(&serde_json::json!({ "removed": image_ref.cache_key() }), || print_line(&format!("removed {image_ref}")))
 }
 
 /// Removes an appc image now (it has no separate layers to collect later), unless a
@@ -112,11 +93,9 @@ fn rmi_appc(ctx: &Context, image_ref: &ImageRef) -> Result<()> {
         anyhow::bail!("cannot remove {image_ref}: image {id} is used by a provisioned rootfs");
     }
     appc.remove(&id)?;
-    if ctx.json {
-        print_json(&serde_json::json!({ "removed": image_ref.cache_key(), "id": id }))
-    } else {
+    ctx.emit(&serde_json::json!({ "removed": image_ref.cache_key(), "id": id }), || {
         print_line(&format!("removed {image_ref} ({id})"))
-    }
+    })
 }
 
 fn container_path(container: &str, parent: Option<&str>) -> Result<ContainerPath> {
@@ -155,11 +134,7 @@ pub(crate) fn provision(
     args: &PullArgs,
 ) -> Result<()> {
     let (_, _, done) = provision_from_args(ctx, container, reference, backend, parent, args)?;
-    if ctx.json {
-        print_json(&done)
-    } else {
-        print_line(&done.rootfs.display().to_string())
-    }
+    ctx.emit(&done, || print_line(&done.rootfs.display().to_string()))
 }
 
 pub(crate) fn bundle(
@@ -181,11 +156,9 @@ pub(crate) fn bundle(
         return Err(e).context("cannot write the bundle");
     }
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-    if ctx.json {
-        print_json(&serde_json::json!({ "bundle": dir, "rootfs": done.rootfs, "container": container.to_string() }))
-    } else {
+    ctx.emit(&serde_json::json!({ "bundle": dir, "rootfs": done.rootfs, "container": container.to_string() }), || {
         print_line(&dir.display().to_string())
-    }
+    })
 }
 
 pub(crate) fn destroy(ctx: &Context, container: &str, parent: Option<&str>) -> Result<()> {
@@ -197,21 +170,13 @@ pub(crate) fn destroy(ctx: &Context, container: &str, parent: Option<&str>) -> R
         Destroyed::Destroyed => "destroyed",
         Destroyed::NotFound => "not found",
     };
-    if ctx.json {
-        print_json(&serde_json::json!({ "container": container.to_string(), "result": word }))
-    } else {
-        print_line(word)
-    }
+    ctx.emit(&serde_json::json!({ "container": container.to_string(), "result": word }), || print_line(word))
 }
 
 pub(crate) fn containers(ctx: &Context) -> Result<()> {
     let provisioner = ctx.provisioner(None, None)?;
     let list = provisioner.containers()?;
-    if ctx.json {
-        print_json(&list)
-    } else {
-        output::print_containers(&list)
-    }
+    ctx.emit(&list, || output::print_containers(&list))
 }
 
 pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
@@ -219,9 +184,7 @@ pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
         alive.map(|ids| ids.iter().map(|id| id.parse::<ContainerPath>()).collect::<Result<Vec<_>, _>>()).transpose()?;
     let provisioner = ctx.provisioner(None, None)?;
     let report = provisioner.recover(alive.as_deref()).context("recover failed")?;
-    if ctx.json {
-        print_json(&report)
-    } else {
+    ctx.emit(&report, || {
         for bad in &report.appc_skipped {
             print_line(&format!("skipped invalid appc image {}: {}", bad.entry, bad.why))?;
         }
@@ -234,7 +197,7 @@ pub(crate) fn recover(ctx: &Context, alive: Option<&[String]>) -> Result<()> {
             report.stray_mounts_unmounted,
             report.staging_cleared
         ))
-    }
+    })
 }
 
 pub(crate) fn gc(ctx: &Context, keep_bytes: Option<u64>, keep: &[String]) -> Result<()> {
@@ -242,9 +205,7 @@ pub(crate) fn gc(ctx: &Context, keep_bytes: Option<u64>, keep: &[String]) -> Res
     let provisioner = ctx.provisioner(None, None)?;
     let report =
         strata::gc::collect(&provisioner, &strata::gc::GcPolicy::new(keep_bytes, keep)).context("gc failed")?;
-    if ctx.json {
-        print_json(&report)
-    } else {
+    ctx.emit(&report, || {
         for image in &report.images_removed {
             print_line(&format!("removed image {image}"))?;
         }
@@ -256,7 +217,7 @@ pub(crate) fn gc(ctx: &Context, keep_bytes: Option<u64>, keep: &[String]) -> Res
             report.bytes_freed,
             report.bytes_left
         ))
-    }
+    })
 }
 
 pub(crate) fn serve(ctx: &Context, socket: Option<std::path::PathBuf>) -> Result<()> {
@@ -277,11 +238,8 @@ pub(crate) fn serve(ctx: &Context, socket: Option<std::path::PathBuf>) -> Result
 
 pub(crate) fn version(ctx: &Context) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
-    if ctx.json {
-        print_json(
-            &serde_json::json!({ "version": version, "target": std::env::consts::ARCH, "os": std::env::consts::OS }),
-        )
-    } else {
-        print_line(&format!("strata {version} ({}-{})", std::env::consts::ARCH, std::env::consts::OS))
-    }
+    let (arch, os) = (std::env::consts::ARCH, std::env::consts::OS);
+    ctx.emit(&serde_json::json!({ "version": version, "target": arch, "os": os }), || {
+        print_line(&format!("strata {version} ({arch}-{os})"))
+    })
 }

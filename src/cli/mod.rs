@@ -180,6 +180,16 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Prints `value` as JSON with `--json`, else runs `human`: the one switch between
+    /// the two outputs.
+    pub(crate) fn emit<T: serde::Serialize>(&self, value: &T, human: impl FnOnce() -> Result<()>) -> Result<()> {
+        if self.json {
+            output::print_json(value)
+        } else {
+            human()
+        }
+    }
+
     /// The provisioner with a progress hook of the caller's (the daemon's byte counter).
     pub(crate) fn provisioner_with_progress(
         &self,

@@ -135,9 +135,5 @@ fn policy(args: &super::PullArgs) -> &'static str {
 }
 
 fn show(ctx: &Context, answer: &Value, line: impl Fn(&Value) -> String) -> Result<()> {
-    if ctx.json {
-        print_json(answer)
-    } else {
-        print_line(&line(answer))
-    }
+    ctx.emit(answer, || print_line(&line(answer)))
 }
