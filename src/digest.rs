@@ -251,4 +251,26 @@ mod tests {
         assert!(read_bounded(&b"abcd"[..], 4).is_ok());
         assert!(read_bounded(&b"abcde"[..], 4).is_err());
     }
+
+    proptest::proptest! {
+        /// A digest shown and parsed again is the same digest, and its hex is the
+        /// bytes it was made of.
+        #[test]
+        fn digests_round_trip(bytes in proptest::prelude::any::<[u8; 32]>()) {
+            let digest = Digest::from_sha256_bytes(&bytes);
+            proptest::prop_assert_eq!(digest.to_string().parse::<Digest>(), Ok(digest.clone()));
+            proptest::prop_assert_eq!(Digest::from_hex(digest.hex()), Ok(digest.clone()));
+            let decoded: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&digest.hex()[2 * i..2 * i + 2], 16).unwrap()).collect();
+            proptest::prop_assert_eq!(decoded, bytes.to_vec());
+        }
+
+        /// Only the exact canonical form is accepted: what parses prints as its input,
+        /// so no other spelling (upper case, padding, other algorithms) reaches a path.
+        #[test]
+        fn only_the_canonical_form_parses(input in "sha256:[0-9a-fA-F]{62,66}|[a-z0-9]{0,8}:[0-9a-f]{64}|.{0,80}") {
+            if let Ok(digest) = input.parse::<Digest>() {
+                proptest::prop_assert_eq!(digest.to_string(), input);
+            }
+        }
+    }
 }

@@ -144,17 +144,33 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
 }
 
 fn validate_host(host: &str) -> Result<(), &'static str> {
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => (n, Some(p)),
-        _ => (host, None),
+    // An IPv6 literal is bracketed, and only what follows its ']' can be a port.
+    let (name, port) = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) if host.len() == end + 1 => (host, None),
+            Some(end) => match host[end + 1..].strip_prefix(':') {
+                Some(port) => (&host[..=end], Some(port)),
+                None => return Err("the registry host is not a valid host name"),
+            },
+            None => return Err("the registry host is not a valid host name"),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
     };
     if let Some(port) = port {
         if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
             return Err("the registry port is not a number");
         }
     }
-    if name.starts_with('[') && name.ends_with(']') {
-        return Ok(()); // IPv6 literal
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return if literal.parse::<std::net::Ipv6Addr>().is_ok() {
+            Ok(())
+        } else {
+            Err("the registry host is not a valid IPv6 address")
+        };
     }
     let labels_ok = !name.is_empty()
         && name.split('.').all(|label| {
@@ -264,6 +280,104 @@ mod tests {
         for (input, part) in cases {
             let err = DockerRef::parse(input).unwrap_err();
             assert_eq!(err.part(), *part, "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn ipv6_registries_with_and_without_a_port() {
+        assert_eq!(DockerRef::parse("[::1]:5000/app").unwrap().registry(), "[::1]:5000");
+        assert_eq!(DockerRef::parse("[fe80::1]/a/b:v1").unwrap().to_string(), "[fe80::1]/a/b:v1");
+        for bad in ["[::1/app", "[::1]x/app", "[zz::1]/app", "[::1]:/app", "[::1]:70000/app"] {
+            assert!(DockerRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+        fn component() -> impl Strategy<Value = String> {
+            let alnum = "[a-z0-9]{1,6}";
+            let separator = prop_oneof![Just(".".to_owned()), Just("_".to_owned()), Just("__".to_owned()), "-{1,3}"];
+            (alnum, prop::collection::vec((separator, alnum), 0..3)).prop_map(|(first, rest)| {
+                rest.into_iter().fold(first, |mut acc, (sep, part)| {
+                    acc.push_str(&sep);
+                    acc.push_str(&part);
+                    acc
+                })
+            })
+        }
+
+        fn host() -> impl Strategy<Value = String> {
+            let port = prop::option::of(1u16..);
+            let name = prop_oneof![
+                Just("localhost".to_owned()),
+                "[a-z0-9]{1,8}(-[a-z0-9]{1,4})?(\\.[a-z0-9]{1,8}){1,3}",
+                (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+                    .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+                any::<std::net::Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+            ];
+            (name, port).prop_map(|(name, port)| match port {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
+            })
+        }
+
+        fn tag() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}"
+        }
+
+        fn digest() -> impl Strategy<Value = Digest> {
+            any::<[u8; 32]>().prop_map(|bytes| Digest::from_sha256_bytes(&bytes))
+        }
+
+        proptest! {
+            /// Every name the grammar allows parses to its parts, and the normalized
+            /// form parses back to the same reference.
+            #[test]
+            fn grammar_names_parse_and_round_trip(
+                host in prop::option::of(host()),
+                path in prop::collection::vec(component(), 1..4),
+                tag in prop::option::of(tag()),
+                digest in prop::option::of(digest()),
+            ) {
+                // Without a host, a first component that looks like one is one.
+                prop_assume!(host.is_some() || !(path[0].contains('.') || path[0] == "localhost"));
+                let path = path.join("/");
+                let mut input = host.as_ref().map(|h| format!("{h}/{path}")).unwrap_or_else(|| path.clone());
+                if let Some(tag) = &tag {
+                    input = format!("{input}:{tag}");
+                }
+                if let Some(digest) = &digest {
+                    input = format!("{input}@{digest}");
+                }
+                let parsed = DockerRef::parse(&input).map_err(|e| TestCaseError::fail(format!("{input}: {e}")))?;
+                match &host {
+                    Some(h) if h != "index.docker.io" => prop_assert_eq!(parsed.registry(), h.as_str()),
+                    _ => prop_assert_eq!(parsed.registry(), DEFAULT_REGISTRY),
+                }
+                prop_assert!(parsed.repository().ends_with(&path));
+                prop_assert_eq!(parsed.digest(), digest.as_ref());
+                match (&tag, &digest) {
+                    (Some(t), _) => prop_assert_eq!(parsed.tag(), Some(t.as_str())),
+                    (None, None) => prop_assert_eq!(parsed.tag(), Some(DEFAULT_TAG)),
+                    (None, Some(_)) => prop_assert_eq!(parsed.tag(), None),
+                }
+                let again = DockerRef::parse(&parsed.to_string()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&again, &parsed);
+            }
+
+            /// Whatever the input, parsing returns (never panics), and what it accepts
+            /// is a fixed point of normalization.
+            #[test]
+            fn any_input_parses_or_is_refused(input in ".{0,80}|[a-zA-Z0-9:/@._\\[\\]-]{0,80}") {
+                if let Ok(parsed) = DockerRef::parse(&input) {
+                    let shown = parsed.to_string();
+                    let again = DockerRef::parse(&shown).map_err(|e| TestCaseError::fail(format!("{shown}: {e}")))?;
+                    prop_assert_eq!(again.to_string(), shown);
+                }
+            }
         }
     }
 }

@@ -222,4 +222,19 @@ mod tests {
         let msg = ImageRef::parse("docker://a:b:c").unwrap_err().to_string();
         assert!(msg.contains("docker://a:b:c"), "{msg}");
     }
+
+    proptest::proptest! {
+        /// Whatever the input, parsing returns, and an accepted reference's store key
+        /// parses back to the same key (the store finds what it stored).
+        #[test]
+        fn store_keys_are_fixed_points(
+            input in "(docker://|oci:|docker-archive:|aci:|appc:)?[a-zA-Z0-9:/@._?=&~-]{0,60}|.{0,60}"
+        ) {
+            if let Ok(parsed) = ImageRef::parse(&input) {
+                let key = parsed.cache_key();
+                let again = ImageRef::parse(&key).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{key}: {e}")))?;
+                proptest::prop_assert_eq!(again.cache_key(), key);
+            }
+        }
+    }
 }
