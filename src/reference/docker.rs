@@ -48,9 +48,6 @@ impl DockerRef {
         if let Some(tag) = tag {
             validate_tag(tag).map_err(|why| bad(tag, why))?;
         }
-        if name.len() > MAX_NAME_LEN {
-            return Err(bad(name, "the repository name is longer than 255 characters"));
-        }
         let (registry, path) = split_registry(name);
         if let Some(host) = registry {
             validate_host(host).map_err(|why| bad(host, why))?;
@@ -70,6 +67,10 @@ impl DockerRef {
         } else {
             path.to_owned()
         };
+        // The distribution limit counts the normalized name, as docker does.
+        if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
+            return Err(bad(name, "the image name with its registry is longer than 255 characters"));
+        }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_owned()),
             (None, None) => Some(DEFAULT_TAG.to_owned()),
@@ -281,6 +282,15 @@ mod tests {
             let err = DockerRef::parse(input).unwrap_err();
             assert_eq!(err.part(), *part, "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn the_length_limit_counts_the_normalized_name() {
+        let at_limit = "a".repeat(255 - "docker.io/library/".len());
+        assert!(DockerRef::parse(&at_limit).is_ok());
+        let err = DockerRef::parse(&format!("{at_limit}b")).unwrap_err();
+        assert!(err.to_string().contains("255"), "{err}");
+        assert!(DockerRef::parse(&format!("localhost/{}", "a".repeat(245))).is_ok());
     }
 
     #[test]
