@@ -556,6 +556,13 @@ fn broken_dependency_graphs_fail_clearly_and_provision_nothing() {
     assert!(!o.status.success() && stderr(&o).contains("AC identifier"), "{}", stderr(&o));
     let o = strata(&env.root, &["pull", "appc:example.com/x", "--appc-discovery-prefix", "hdfs://nn/"]);
     assert!(!o.status.success() && stderr(&o).contains("hdfs://"), "{}", stderr(&o));
+    // A server nobody answers: the error names the image's URL, not its signature's.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let o = strata(&env.root, &["pull", "appc:example.com/x:1", "--appc-discovery-prefix", &dead]);
+    let message = stderr(&o);
+    assert!(!o.status.success() && message.contains(".aci") && !message.contains(".aci.asc"), "{message}");
     // The liar and the pinned mismatch were never stored.
     let stored: Vec<String> = image_dirs(&env.root);
     let q_id = sha512_id(&gunzip(&std::fs::read(env.path("example.com_q.aci")).unwrap()));

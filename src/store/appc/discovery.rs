@@ -102,6 +102,9 @@ impl Discovery {
         max_bytes: Option<u64>,
     ) -> Result<AciSource<'static>, DiscoveryError> {
         let url = self.url(name, labels, "aci");
+        // The image first: when the server is unreachable or lacks the image, the
+        // error names the .aci, not its optional signature.
+        let body = self.get(&url)?;
         let signature = match self.get(&self.url(name, labels, "aci.asc")) {
             Ok(body) => {
                 let mut bytes = Vec::new();
@@ -113,7 +116,6 @@ impl Discovery {
             Err(DiscoveryError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        let body = self.get(&url)?;
         let reader: Box<dyn Read + Send> = match max_bytes {
             Some(limit) => Box::new(Capped { inner: body, left: limit, url: url.clone() }),
             None => body,
