@@ -35,13 +35,20 @@ fn one_line(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if c.is_control() || is_invisible_format(c) {
             let _ = write!(out, "{}", c.escape_debug());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Zero-width and bidirectional-override characters: not control characters, but they
+/// hide or reorder what a reader sees (the "Trojan Source" trick), so they are shown
+/// escaped too.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 #[cfg(test)]
@@ -71,6 +78,8 @@ mod tests {
     fn reports_are_one_line_with_hostile_text_escaped_and_cut() {
         let e = Outer { what: "aci:x".into(), source: Leaf("bad header\nroot:x:0:0\u{1b}[2J".into()) };
         assert_eq!(report(&e), "failed to pull aci:x: bad header\\nroot:x:0:0\\u{1b}[2J");
+        let e = Leaf("evil\u{202e}txt.exe\u{200b}".into());
+        assert_eq!(report(&e), "evil\\u{202e}txt.exe\\u{200b}");
         let long = Leaf("a".repeat(1000));
         let text = report(&long);
         assert_eq!(text.chars().count(), MAX_PART_CHARS + 1);
