@@ -176,7 +176,7 @@ impl Applier {
                     _ => SpecialKind::Fifo,
                 };
                 if special != SpecialKind::Fifo && !(self.privileges.root && self.privileges.devices) {
-                    tracing::debug!(entry = %path.display(), "skipping device node (devices are not allowed)");
+                    tracing::debug!(entry = ?path, "skipping device node (devices are not allowed)");
                     self.stats.skipped += 1;
                     return Ok(());
                 }
@@ -339,7 +339,7 @@ impl Applier {
             if let Err(e) = sysfs::fsetxattr(fd, name, value) {
                 // As tar does: a file system or a user that cannot hold the attribute
                 // loses it, with a warning, rather than failing the image.
-                tracing::warn!(xattr = %name, error = %e, "could not set xattr");
+                tracing::warn!(xattr = ?name, error = %e, "could not set xattr");
             }
         }
         Ok(())
@@ -432,7 +432,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, UnpackError
                         if whiteout::is_allowed_xattr(name) {
                             xattrs.push((name.to_owned(), value.to_vec()));
                         } else {
-                            tracing::warn!(xattr = name, "dropping overlay xattr from the archive");
+                            tracing::warn!(xattr = ?name, "dropping overlay xattr from the archive");
                         }
                     }
                 }
