@@ -1,6 +1,8 @@
-//! The token manager: bearer tokens cached per (realm, service, scopes), fetched
-//! with the user's credentials or anonymously, refreshed when expired, pruned
+//! The token manager: bearer tokens cached per (realm, service, scopes, who asked),
+//! fetched with the user's credentials or anonymously, refreshed when expired, pruned
 //! (Mesos left both as TODOs). One token serves the manifest and every blob of a pull.
+//! Who asked is part of the key because a daemon serves callers with different
+//! credentials: a token granted to one must never serve another, nor an anonymous one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +28,34 @@ pub struct TokenKey {
     pub scopes: Vec<String>,
 }
 
+/// Who a token was granted to: a sha256 over the credentials (never the secret
+/// itself, so a heap dump of the cache holds no password); `None` when anonymous.
+type Holder = Option<[u8; 32]>;
+
+fn holder(credentials: Option<&Credentials>) -> Holder {
+    use sha2::Digest as _;
+    credentials.map(|c| {
+        let mut hash = sha2::Sha256::new();
+        match c {
+            Credentials::Basic { username, password } => {
+                hash.update(b"basic\0");
+                hash.update(username.as_bytes());
+                hash.update(b"\0");
+                hash.update(password.as_bytes());
+            }
+            Credentials::IdentityToken(token) => {
+                hash.update(b"identity\0");
+                hash.update(token.as_bytes());
+            }
+        }
+        hash.finalize().into()
+    })
+}
+
 /// Caches tokens; shared by every pull of a process.
 #[derive(Debug, Default)]
 pub struct TokenManager {
-    tokens: Mutex<HashMap<TokenKey, Token>>,
+    tokens: Mutex<HashMap<(TokenKey, Holder), Token>>,
     hits: AtomicU64,
     misses: AtomicU64,
     fetches: AtomicU64,
@@ -44,8 +70,9 @@ impl TokenManager {
         credentials: Option<&Credentials>,
     ) -> Result<Token, RegistryError> {
         let now = SystemTime::now();
+        let entry = (key.clone(), holder(credentials));
         if let Ok(tokens) = self.tokens.lock() {
-            if let Some(t) = tokens.get(key).filter(|t| t.is_fresh(now)) {
+            if let Some(t) = tokens.get(&entry).filter(|t| t.is_fresh(now)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(t.clone());
             }
@@ -54,15 +81,15 @@ impl TokenManager {
         let token = self.fetch(client, key, credentials)?;
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.retain(|_, t| t.is_fresh(now));
-            tokens.insert(key.clone(), token.clone());
+            tokens.insert(entry, token.clone());
         }
         Ok(token)
     }
 
-    /// Forgets the token for `key` (the registry refused it).
-    pub(crate) fn invalidate(&self, key: &TokenKey) {
+    /// Forgets the token for `key` granted to `credentials` (the registry refused it).
+    pub(crate) fn invalidate(&self, key: &TokenKey, credentials: Option<&Credentials>) {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.remove(key);
+            tokens.remove(&(key.clone(), holder(credentials)));
         }
     }
 
@@ -163,6 +190,27 @@ pub(crate) fn read_limited(response: reqwest::blocking::Response, limit: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_kept_apart_per_holder() {
+        let alice = Credentials::Basic { username: "alice".into(), password: "a".into() };
+        let alice_other_password = Credentials::Basic { username: "alice".into(), password: "b".into() };
+        let ids = [holder(None), holder(Some(&alice)), holder(Some(&alice_other_password))];
+        assert!(ids[0].is_none());
+        assert_ne!(ids[1], ids[2], "a wrong password must not reuse the right one's token");
+        assert_eq!(ids[1], holder(Some(&alice.clone())));
+        let manager = TokenManager::default();
+        let key = TokenKey { realm: "http://127.0.0.1:1/token".into(), service: None, scopes: vec![] };
+        let token = Token::parse(br#"{"token":"t","expires_in":300}"#, SystemTime::now()).unwrap().0;
+        manager.tokens.lock().unwrap().insert((key.clone(), holder(Some(&alice))), token);
+        super::super::install_tls_provider();
+        let client = reqwest::blocking::Client::new();
+        assert_eq!(manager.token(&client, &key, Some(&alice)).unwrap().value(), "t");
+        // Anonymous asks the (unreachable) token server instead of taking alice's token.
+        assert!(manager.token(&client, &key, None).is_err());
+        manager.invalidate(&key, Some(&alice));
+        assert!(manager.tokens.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn form_encoding() {

@@ -543,7 +543,7 @@ impl Session {
     ) -> Result<AuthMethod, RegistryError> {
         if let Some(AuthMethod::Bearer(key)) = previous {
             // A token we sent was refused (expired, revoked): get a fresh one once.
-            self.tokens.invalidate(key);
+            self.tokens.invalidate(key, endpoint.credentials.as_ref());
         }
         let challenges: Vec<Challenge> = response
             .headers()
