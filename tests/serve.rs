@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::registry::{Auth, FaultProxy, Registry};
+use common::registry::{Auth, FaultProxy, Registry, PASSWORD, USER};
 use common::{stderr, strata, tar, Comp, Entry, Layout};
 use serde_json::{json, Value};
 
@@ -128,14 +128,13 @@ fn api_over_the_socket() {
     let out = common::strata_ok(&root, &["--socket", sock, "provision", "c2", &reference, "--backend", "copy"]);
     assert!(Path::new(out.trim()).join("two").exists());
     // flags the daemon cannot honour are refused, not dropped, and nothing is provisioned
-    for flags in [&["--creds", "alice:secret"][..], &["--platform", "linux/s390x"], &["--tls-verify=false"]] {
+    for flags in [&["--tls-verify=false"][..], &["--max-layer-bytes", "10"], &["--appc-discovery-prefix", "/x"]] {
         let mut args = vec!["--socket", sock, "provision", "c4", &reference];
         args.extend_from_slice(flags);
         let o = strata(&root, &args);
         assert!(!o.status.success(), "{flags:?} through the daemon must fail");
         let message = stderr(&o);
         assert!(message.contains(flags[0].split('=').next().unwrap()) && message.contains("daemon"), "{message}");
-        assert!(!message.contains("secret"), "{message}");
     }
     assert!(!root.join("provisioner/containers/c4").exists());
     let o = strata(&root, &["provision", "c3", &reference, "--backend", "copy"]);
@@ -305,5 +304,74 @@ fn appc_images_through_the_api() {
     let (status, answer) = http(&socket, "POST", "/v1/images", Some(&body));
     assert_eq!(status, 404, "{answer}");
     assert_eq!(http(&socket, "DELETE", "/v1/containers/a1", None).1["result"], "destroyed");
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn each_call_brings_its_platform_and_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, socket) = (tmp.path().join("root"), tmp.path().join("s.sock"));
+    let sock = socket.to_str().unwrap();
+    let other = if common::host_arch() == "arm64" { "amd64" } else { "arm64" };
+    let host_layer = tar(&[Entry::file("arch", common::host_arch().as_bytes())]);
+    let other_layer = tar(&[Entry::file("arch", other.as_bytes())]);
+    let mut layout = Layout::new(&tmp.path().join("multi"));
+    layout.add_index(
+        "v1",
+        &[(other, vec![(other_layer.clone(), Comp::Gzip)]), (common::host_arch(), vec![(host_layer, Comp::Gzip)])],
+    );
+    let multi = format!("oci:{}:v1", layout.dir.display());
+    let registry = Registry::start(Auth::Htpasswd);
+    let creds = format!("{USER}:{PASSWORD}");
+    let private_image = tmp.path().join("img");
+    image(&private_image);
+    registry.push(&private_image, "v1", "private/app:1", Some(&creds));
+    let private = format!("{}/private/app:1", registry.host());
+    let daemon = Daemon::start(&root, &socket);
+
+    // The platform asked for is the one provisioned, through the API and the CLI.
+    let (status, answer) = http(
+        &socket,
+        "POST",
+        "/v1/containers",
+        Some(&json!({"id": "p1", "image": multi, "backend": "copy", "platform": format!("linux/{other}")}).to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(std::fs::read(Path::new(answer["rootfs"].as_str().unwrap()).join("arch")).unwrap(), other.as_bytes());
+    let out = common::strata_ok(&root, &["--socket", sock, "provision", "p2", &multi, "--backend", "copy"]);
+    assert_eq!(std::fs::read(Path::new(out.trim()).join("arch")).unwrap(), common::host_arch().as_bytes());
+    let (status, answer) =
+        http(&socket, "POST", "/v1/images", Some(&json!({"image": multi, "platform": "linux/s390x"}).to_string()));
+    assert!(status == 404 || status == 400, "{status} {answer}");
+    let (status, answer) =
+        http(&socket, "POST", "/v1/images", Some(&json!({"image": multi, "platform": "no-slash"}).to_string()));
+    assert_eq!(status, 400, "{answer}");
+
+    // Credentials come with the call; wrong or missing ones fail and are never echoed.
+    let o = strata(&root, &["--socket", sock, "pull", &private]);
+    assert!(!o.status.success(), "no credentials must fail");
+    let o = strata(&root, &["--socket", sock, "pull", &private, "--creds", &format!("{USER}:not-the-password")]);
+    assert!(!o.status.success(), "a wrong password must fail");
+    assert!(!stderr(&o).contains("not-the-password"), "{}", stderr(&o));
+    let (status, answer) = http(
+        &socket,
+        "POST",
+        "/v1/images",
+        Some(&json!({"image": private, "credentials": {"username": USER, "password": "nope-nope"}}).to_string()),
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(!answer.to_string().contains("nope-nope"), "{answer}");
+    let (status, answer) = http(
+        &socket,
+        "POST",
+        "/v1/images",
+        Some(&json!({"image": private, "credentials": {"username": USER}}).to_string()),
+    );
+    assert_eq!(status, 400, "a user without a password: {answer}");
+    let out = common::strata_ok(
+        &root,
+        &["--socket", sock, "provision", "a1", &private, "--backend", "copy", "--creds", &creds],
+    );
+    assert_eq!(std::fs::read(Path::new(out.trim()).join("etc/hello")).unwrap(), b"served");
     assert!(daemon.terminate().success());
 }

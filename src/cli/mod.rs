@@ -86,6 +86,22 @@ pub(crate) struct PullArgs {
     appc_discovery_prefix: Option<String>,
 }
 
+impl PullArgs {
+    /// `--creds USER[:PASSWORD]`, the password from $STRATA_REGISTRY_PASSWORD when
+    /// not given (so it stays out of the process list).
+    fn call_credentials(&self) -> Result<Option<Credentials>> {
+        let Some(creds) = &self.creds else { return Ok(None) };
+        let creds = if creds.contains(':') {
+            creds.clone()
+        } else {
+            let password = std::env::var("STRATA_REGISTRY_PASSWORD")
+                .context("--creds USER without a password needs $STRATA_REGISTRY_PASSWORD")?;
+            format!("{creds}:{password}")
+        };
+        Credentials::parse_user_password(&creds).map(Some).map_err(|e| anyhow::anyhow!("--creds: {e}"))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fetch an image into the store; prints its manifest digest
@@ -230,17 +246,7 @@ impl Context {
         }
         options.docker_config = docker_config_path();
         if let Some(args) = args {
-            if let Some(creds) = &args.creds {
-                let creds = if creds.contains(':') {
-                    creds.clone()
-                } else {
-                    let password = std::env::var("STRATA_REGISTRY_PASSWORD")
-                        .context("--creds USER without a password needs $STRATA_REGISTRY_PASSWORD")?;
-                    format!("{creds}:{password}")
-                };
-                options.call_credentials =
-                    Some(Credentials::parse_user_password(&creds).map_err(|e| anyhow::anyhow!("--creds: {e}"))?);
-            }
+            options.call_credentials = args.call_credentials()?;
             options.call_insecure = !args.tls_verify;
         }
         Ok(options)

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::client::{call, encode};
 use super::output::{self, print_json, print_line};
 use super::{Command, Context};
+use strata::registry::Credentials;
 
 /// Runs `command` through the daemon at `socket`.
 pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> {
@@ -16,7 +17,9 @@ pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> 
     }
     match command {
         Command::Pull { reference, args } => {
-            let answer = call(socket, "POST", "/v1/images", Some(json!({"image": reference, "pull": policy(&args)})))?;
+            let mut body = json!({"image": reference, "pull": policy(&args)});
+            add_call_options(&mut body, &args)?;
+            let answer = call(socket, "POST", "/v1/images", Some(body))?;
             show(ctx, &answer, |a| a["digest"].as_str().unwrap_or_default().to_owned())
         }
         Command::Images => {
@@ -92,20 +95,32 @@ fn provision(
     parent: Option<String>,
     args: &super::PullArgs,
 ) -> Result<Value> {
-    let body = json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(args)});
+    let mut body =
+        json!({"id": container, "image": reference, "backend": backend, "parent": parent, "pull": policy(args)});
+    add_call_options(&mut body, args)?;
     call(socket, "POST", "/v1/containers", Some(body))
 }
 
-/// The daemon pulls with its own platform, credentials, transport and limits; a flag
-/// that would change them is refused rather than silently dropped.
+/// `--platform` and `--creds` travel in the request body (the socket is the root's
+/// alone, mode 0600), never in a URL or a log line.
+fn add_call_options(body: &mut Value, args: &super::PullArgs) -> Result<()> {
+    if let Some(platform) = &args.platform {
+        body["platform"] = json!(platform.to_string());
+    }
+    match args.call_credentials()? {
+        Some(Credentials::Basic { username, password }) => {
+            body["credentials"] = json!({"username": username, "password": password});
+        }
+        Some(Credentials::IdentityToken(token)) => body["credentials"] = json!({"identity_token": token}),
+        None => {}
+    }
+    Ok(())
+}
+
+/// The daemon pulls with its own transport, limits and discovery; a flag that would
+/// change them is refused rather than silently dropped.
 fn refuse_local_only(args: &super::PullArgs, socket: &Path) -> Result<()> {
     let mut flags = Vec::new();
-    if args.platform.is_some() {
-        flags.push("--platform");
-    }
-    if args.creds.is_some() {
-        flags.push("--creds");
-    }
     if !args.tls_verify {
         flags.push("--tls-verify=false");
     }

@@ -32,7 +32,7 @@ use crate::digest::Digest;
 use crate::durable;
 use crate::image::ImageConfig;
 use crate::reference::ImageRef;
-use crate::store::{PullPolicy, Store, StoreError};
+use crate::store::{CallOptions, PullPolicy, Store, StoreError};
 use crate::sys::fs as sysfs;
 use crate::sys::{Context, SysError};
 
@@ -337,6 +337,19 @@ impl Provisioner {
         backend: Option<BackendKind>,
         policy: PullPolicy,
     ) -> Result<Provisioned> {
+        self.provision_for_call(container, image, backend, policy, &CallOptions::default())
+    }
+
+    /// [`Provisioner::provision`] for a call with its own platform or credentials
+    /// (see [`crate::store::Store::for_call`]).
+    pub fn provision_for_call(
+        &self,
+        container: &ContainerPath,
+        image: &ImageRef,
+        backend: Option<BackendKind>,
+        policy: PullPolicy,
+        call: &CallOptions,
+    ) -> Result<Provisioned> {
         let kind = backend.unwrap_or(self.default_backend);
         let backend = Arc::clone(self.backend(kind)?);
         if let Some(parent) = container.parent() {
@@ -346,7 +359,7 @@ impl Provisioner {
         }
         let _global = self.lock_provisioner(false)?;
         let _lock = self.lock_container(container)?;
-        let image = self.store.prepare(image, policy)?;
+        let image = self.store.for_call(call).prepare(image, policy)?;
         let layers = &image.layers;
         backend.check(layers)?;
 

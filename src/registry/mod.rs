@@ -219,6 +219,14 @@ impl Registry {
         Self { options, tokens: Arc::new(TokenManager::default()) }
     }
 
+    /// The same client and token cache, with `credentials` as this call's (`--creds`),
+    /// for a daemon that pulls for callers with credentials of their own.
+    pub(crate) fn for_caller(&self, credentials: Credentials) -> Self {
+        let mut options = self.options.clone();
+        options.call_credentials = Some(credentials);
+        Self { options, tokens: Arc::clone(&self.tokens) }
+    }
+
     /// The token cache (for metrics and tests).
     pub fn tokens(&self) -> &TokenManager {
         &self.tokens

@@ -27,11 +27,12 @@ use serde_json::{json, Value};
 pub use self::metrics::Metrics;
 use crate::backend::BackendKind;
 use crate::gc::{GcError, GcPolicy};
+use crate::image::Platform;
 use crate::provisioner::{ContainerId, ContainerPath, Destroyed, ProvisionError, Provisioner};
 use crate::reference::ImageRef;
-use crate::registry::RegistryError;
+use crate::registry::{Credentials, RegistryError};
 use crate::store::appc::{AppcStoreError, DiscoveryError, ImportError};
-use crate::store::{PullPolicy, StoreError};
+use crate::store::{CallOptions, PullPolicy, StoreError};
 
 /// Automatic GC: when the store's layers pass `max_store_bytes`, collect down to
 /// `keep_bytes`, checking every `interval`.
@@ -154,21 +155,26 @@ impl Drop for Inflight {
     }
 }
 
-/// Pulls an image once however many requests ask at the same time.
-async fn pull_once(state: &Shared, image: &ImageRef, policy: PullPolicy) -> Result<Value, ApiError> {
-    let key = image.cache_key();
+/// Pulls an image once however many requests ask at the same time (per platform: a
+/// request for another platform is another pull). A caller that waited behind the
+/// first finds the image stored and is served it, whatever credentials it brought,
+/// as containerd and the kubelet do with a present image.
+async fn pull_once(
+    state: &Shared,
+    image: &ImageRef,
+    policy: PullPolicy,
+    call: &CallOptions,
+) -> Result<Value, ApiError> {
+    let store = state.provisioner.store().for_call(call);
     let gate = {
         let mut pulls = state.pulls.lock().await;
-        Arc::clone(pulls.entry(key.clone()).or_default())
+        Arc::clone(pulls.entry(format!("{}\n{}", image.cache_key(), store.platform())).or_default())
     };
     let _turn = gate.lock().await;
-    let provisioner = Arc::clone(&state.provisioner);
     let metrics = Arc::clone(&state.metrics);
     let image = image.clone();
     let started = Instant::now();
     let result = blocking(move || {
-        // A caller that waited behind the first one finds the image stored.
-        let store = provisioner.store();
         if image.is_appc() {
             // The appc store looks in the store first itself; a fetch is not told apart.
             let prepared = store.prepare(&image, policy)?;
@@ -225,18 +231,55 @@ fn image_summary(image: &crate::store::Image) -> Value {
     })
 }
 
+/// A caller's registry credentials: a user and password, or an identity token.
+/// Their `Debug` is redacted; they are never logged or echoed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    username: Option<String>,
+    password: Option<String>,
+    identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialsBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialsBody(<redacted>)")
+    }
+}
+
+/// What a pull or provision request may set for itself.
+fn call_options(platform: Option<&str>, credentials: Option<CredentialsBody>) -> Result<CallOptions, ApiError> {
+    let platform = platform.map(|p| p.parse::<Platform>().map_err(bad_request)).transpose()?;
+    let credentials = match credentials {
+        None => None,
+        Some(CredentialsBody { identity_token: Some(token), username: None, password: None }) => {
+            Some(Credentials::IdentityToken(token))
+        }
+        Some(CredentialsBody { username: Some(username), password: Some(password), identity_token: None }) => {
+            Some(Credentials::Basic { username, password })
+        }
+        Some(_) => {
+            return Err(bad_request("credentials are {\"username\", \"password\"} or {\"identity_token\"}"));
+        }
+    };
+    Ok(CallOptions::default().with_platform(platform).with_credentials(credentials))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PullRequest {
     image: String,
     pull: Option<String>,
+    platform: Option<String>,
+    credentials: Option<CredentialsBody>,
 }
 
 async fn pull(State(state): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let _inflight = Inflight::start(&state.metrics);
     let req: PullRequest = parse_json(&body)?;
     let image = parse_ref(&req.image)?;
-    let summary = pull_once(&state, &image, parse_policy(req.pull.as_deref())?).await?;
+    let call = call_options(req.platform.as_deref(), req.credentials)?;
+    let summary = pull_once(&state, &image, parse_policy(req.pull.as_deref())?, &call).await?;
     Ok(Json(summary))
 }
 
@@ -300,6 +343,8 @@ struct ProvisionRequest {
     backend: Option<String>,
     parent: Option<String>,
     pull: Option<String>,
+    platform: Option<String>,
+    credentials: Option<CredentialsBody>,
 }
 
 fn container_path(id: &str, parent: Option<&str>) -> Result<ContainerPath, ApiError> {
@@ -316,12 +361,13 @@ async fn provision(State(state): State<Shared>, body: Bytes) -> Result<Json<Valu
     let container = container_path(&req.id, req.parent.as_deref())?;
     let image = parse_ref(&req.image)?;
     let backend = req.backend.as_deref().map(str::parse::<BackendKind>).transpose().map_err(bad_request)?;
-    pull_once(&state, &image, parse_policy(req.pull.as_deref())?).await?;
+    let call = call_options(req.platform.as_deref(), req.credentials)?;
+    pull_once(&state, &image, parse_policy(req.pull.as_deref())?, &call).await?;
     let provisioner = Arc::clone(&state.provisioner);
     let metrics = Arc::clone(&state.metrics);
     blocking(move || {
         let started = Instant::now();
-        let done = provisioner.provision(&container, &image, backend, PullPolicy::Missing)?;
+        let done = provisioner.provision_for_call(&container, &image, backend, PullPolicy::Missing, &call)?;
         let label = metrics::BackendLabel { backend: done.backend.to_string() };
         metrics.provisions.get_or_create(&label).inc();
         metrics.provision_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());

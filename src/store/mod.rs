@@ -152,6 +152,34 @@ impl std::str::FromStr for PullPolicy {
     }
 }
 
+/// What one call may set beyond the store's options: a daemon serves callers that
+/// each ask for a platform or bring credentials (see [`Store::for_call`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// The platform to pick from an index; strict (a single-platform image for another
+    /// platform is refused). Default: the store's.
+    pub platform: Option<Platform>,
+    /// Registry credentials over every configured ones, as `--creds`. Default: none.
+    pub credentials: Option<crate::registry::Credentials>,
+}
+
+impl CallOptions {
+    /// Options that ask for `platform`.
+    #[must_use]
+    pub fn with_platform(mut self, platform: Option<Platform>) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// Options that pull with `credentials`.
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Option<crate::registry::Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+}
+
 /// How the store behaves.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -335,6 +363,27 @@ impl Store {
     /// The options it was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// The same store seen by one call with its own platform or credentials: same
+    /// directory, locks, flushes and token cache (tokens stay apart per holder).
+    #[must_use]
+    pub fn for_call(&self, call: &CallOptions) -> Self {
+        let mut options = self.options.clone();
+        if let Some(platform) = &call.platform {
+            options.platform = platform.clone();
+            options.strict_platform = true;
+        }
+        let registry = match &call.credentials {
+            Some(credentials) => std::sync::Arc::new(self.registry.for_caller(credentials.clone())),
+            None => std::sync::Arc::clone(&self.registry),
+        };
+        Self { dir: self.dir.clone(), options, registry, flusher: self.flusher.clone() }
+    }
+
+    /// The platform this store picks from indexes.
+    pub fn platform(&self) -> &Platform {
+        &self.options.platform
     }
 
     /// The directory of the layer with this diff_id (whether or not it exists).
