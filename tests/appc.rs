@@ -365,6 +365,36 @@ fn hostile_acis_change_nothing_outside() {
     assert_eq!(staging, 0, "no staging left");
 }
 
+/// An ACI may hold entries of its own where the store later writes (the signature):
+/// a symlink there must not carry the write outside.
+#[test]
+fn a_signature_is_never_written_through_the_archives_symlink() {
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"safe").unwrap();
+    let served = env.path("served");
+    let aci = env.path("sig.aci");
+    let victim = outside.join("victim");
+    raw_aci(
+        &aci,
+        &[
+            Entry::file("manifest", manifest("example.com/sig", "1.0", &[], "").as_bytes()),
+            Entry::dir("rootfs"),
+            Entry::symlink(strata::store::appc::SIGNATURE_FILE, victim.to_str().unwrap()),
+        ],
+    );
+    let published = publish(&served, &aci, "example.com/sig", "1.0");
+    std::fs::write(format!("{}.asc", published.display()), b"-----BEGIN PGP SIGNATURE-----").unwrap();
+    let server = FileServer::start(&served);
+    let out = strata_ok(&env.root, &["pull", "appc:example.com/sig:1.0", "--appc-discovery-prefix", &server.prefix()]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"safe", "the signature was written through the symlink");
+    let image_dir = env.root.join("store/appc/images").join(out.trim());
+    let signature = image_dir.join(strata::store::appc::SIGNATURE_FILE);
+    assert!(!signature.is_symlink(), "the archive's entry was replaced by the signature");
+    assert_eq!(std::fs::read(signature).unwrap(), b"-----BEGIN PGP SIGNATURE-----");
+}
+
 /// The acceptance test of the issue: `strata provision c1 appc:example.com/app:1.0`
 /// resolves base ← mid ← app through discovery served by a local HTTP server.
 #[test]

@@ -16,6 +16,7 @@ use crate::durable::{self, Commit};
 use crate::layer::{self, UnpackError, UnpackOptions};
 use crate::reference::ImageId;
 use crate::store::Staging;
+use crate::sys::fs as sysfs;
 use crate::sys::{Context, SysError};
 
 /// Under the store dir.
@@ -164,8 +165,7 @@ pub fn import(
     let id = ImageId::from_sha512(&digest);
     expect(&id, &manifest).map_err(|why| ImportError::Unexpected { name: name.clone(), why })?;
     if let Some(signature) = signature {
-        let path = work.join(SIGNATURE_FILE);
-        std::fs::write(&path, signature).context("write", &path)?;
+        write_beside_archive(work, SIGNATURE_FILE, &signature)?;
     }
     let images = store_dir.join(APPC_IMAGES_DIR);
     std::fs::create_dir_all(&images).context("create", &images)?;
@@ -174,6 +174,19 @@ pub fn import(
         Commit::AlreadyPresent => tracing::debug!(image = %id, "ACI already imported"),
     }
     Ok((id, manifest))
+}
+
+/// Writes a file of the store's own into the unpacked archive's top directory. The
+/// archive may hold an entry of that name (a symlink aimed outside, a directory): it
+/// is removed first, and the file is created exclusively without following links.
+fn write_beside_archive(work: &Path, name: &str, bytes: &[u8]) -> Result<(), SysError> {
+    use std::io::Write as _;
+    use std::os::fd::AsFd as _;
+    let path = work.join(name);
+    let dir = sysfs::open_dir(work).context("open", work)?;
+    sysfs::remove_all_at(dir.as_fd(), name.as_ref()).context("remove", &path)?;
+    let mut file = sysfs::create_file_at(dir.as_fd(), name.as_ref(), 0o644).context("create", &path)?;
+    file.write_all(bytes).context("write", &path)
 }
 
 #[cfg(test)]
