@@ -6,6 +6,7 @@ names, symlink and hardlink escapes, whiteouts aimed outside), so the fuzzer
 starts from the attacks and mutates them. Deterministic: same files every run.
 """
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -93,3 +94,38 @@ write("registry_answers", "bearer", b'Bearer realm="https://auth.example.com/tok
 write("registry_answers", "basic", b'Basic realm="Registry Realm", Bearer realm=x')
 write("registry_answers", "token", json.dumps({"token": "a.eyJleHAiOjE4MDAwMDAwMDB9.c", "expires_in": 300, "issued_at": "2026-12-04T06:00:00Z"}).encode())
 write("registry_answers", "access", json.dumps({"access_token": "opaque", "refresh_token": "r"}).encode())
+
+
+def docker_save(layer_tars):
+    """A `docker save` archive: manifest.json, a config whose diff_ids match, layers."""
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(l).hexdigest() for l in layer_tars]}}
+    config_bytes = json.dumps(config).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    names = [f"{i}/layer.tar" for i in range(len(layer_tars))]
+    manifest = [{"Config": config_name, "RepoTags": ["app:1"], "Layers": names}]
+    files = [("file", "manifest.json", json.dumps(manifest).encode()), ("file", config_name, config_bytes)]
+    files += [("file", n, l) for n, l in zip(names, layer_tars)]
+    return tar(files)
+
+
+def aci(rootfs_entries):
+    manifest = {"acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/app",
+                "labels": [{"name": "version", "value": "1.0"}, {"name": "os", "value": "linux"},
+                           {"name": "arch", "value": "amd64"}]}
+    entries = [("file", "manifest", json.dumps(manifest).encode()), ("dir", "rootfs", None)]
+    entries += [(k, "rootfs/" + n if not n.startswith("/") else n, a) for k, n, a in rootfs_entries]
+    return tar(entries)
+
+
+ARCHIVE_BOX = "/tmp/strata-fuzz-archive"
+write("archive_import", "save-plain", b"\0" + docker_save([tar(layers["plain"]), tar([("file", ".wh.etc", b"")])]))
+write("archive_import", "save-escape", b"\0" + docker_save([tar(layers["symlink-dir-escape"])]))
+write("archive_import", "save-absolute", b"\0" + docker_save([tar([("file", ARCHIVE_BOX + "/victim/keep", b"owned")])]))
+write("archive_import", "aci-plain", b"\1" + aci(layers["plain"]))
+write("archive_import", "aci-escape", b"\1" + aci([("sym", "l", "../../victim"), ("file", "l/keep", b"owned")]))
+write("archive_import", "aci-gzip", b"\1" + gzip.compress(aci(layers["plain"]), mtime=0))
+write("archive_import", "aci-signed", b"\2" + aci(layers["plain"]))
+write("archive_import", "aci-signature-symlink", b"\2" + tar([
+    ("file", "manifest", json.dumps({"acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/s"}).encode()),
+    ("dir", "rootfs", None), ("sym", "signature.asc", ARCHIVE_BOX + "/victim/keep")]))

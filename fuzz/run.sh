@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(reference_parse manifest_parse registry_answers layer_unpack)
+[ ${#targets[@]} -gt 0 ] || targets=(reference_parse manifest_parse registry_answers layer_unpack archive_import)
 python3 make-seeds.py
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" logs
