@@ -323,6 +323,9 @@ fn bzip2_xz_gzip_and_plain_acis_are_one_image() {
     }
     assert!(ids.iter().all(|id| *id == sha512_id(&bytes)), "{ids:?}");
     assert_eq!(image_dirs(&env.root).len(), 1);
+    // `images` shows the uncompressed ACI's bytes, whatever the compression was.
+    let images = json(&env.root, &["images", "--json"]);
+    assert_eq!(images[0]["size"], bytes.len() as u64, "{images}");
 }
 
 #[test]

@@ -51,7 +51,7 @@ impl ImageSummary {
             config_digest: String::new(),
             platform: format!("{}/{}", label("os"), label("arch")),
             layers: 1 + m.dependencies.len(),
-            size: 0,
+            size: image.size.unwrap_or_default(),
             pulled_at: image.imported_at,
             last_used: image.imported_at,
         }

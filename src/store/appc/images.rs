@@ -86,6 +86,9 @@ pub struct StoredAci {
     pub dir: PathBuf,
     /// When it was imported, seconds since the epoch.
     pub imported_at: u64,
+    /// The bytes of the uncompressed ACI; `None` for images imported before strata
+    /// recorded it.
+    pub size: Option<u64>,
 }
 
 impl StoredAci {
@@ -178,7 +181,8 @@ impl AppcStore {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        Ok(StoredAci { id, manifest, dir, imported_at })
+        let size = read_size(&dir);
+        Ok(StoredAci { id, manifest, dir, imported_at, size })
     }
 
     /// Every valid image, and the names of invalid entries with the reason.
@@ -441,6 +445,24 @@ impl AppcStore {
         }
         Ok(done)
     }
+}
+
+/// The recorded size. An image imported before strata wrote it may hold the archive's
+/// own entry of that name: it is read without following links and bounded, and
+/// anything but a number means unknown.
+fn read_size(dir: &Path) -> Option<u64> {
+    use std::os::fd::AsFd as _;
+
+    use crate::sys::fs::{file_type, open_dir, open_file_at, stat_at};
+    use rustix::fs::FileType;
+    let dir = open_dir(dir).ok()?;
+    let stat = stat_at(dir.as_fd(), super::SIZE_FILE.as_ref()).ok()??;
+    if file_type(&stat) != FileType::RegularFile {
+        return None; // a fifo would block the open
+    }
+    let file = open_file_at(dir.as_fd(), super::SIZE_FILE.as_ref()).ok()?;
+    let bytes = crate::digest::read_bounded(file, 32).ok()?;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 fn dependency_name(dep: &Dependency) -> String {

@@ -28,6 +28,9 @@ pub const ROOTFS_DIR: &str = "rootfs";
 /// Under an image dir: the detached signature found beside the ACI at discovery
 /// (recorded, not verified).
 pub const SIGNATURE_FILE: &str = "signature.asc";
+/// Beside the manifest: the bytes of the uncompressed ACI, in decimal (what
+/// `strata images` shows; Mesos' layout ignores extra files).
+pub const SIZE_FILE: &str = "size";
 
 /// Why an ACI could not be imported; nothing was stored.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +145,7 @@ pub fn import(
         other => SysError::new("stage", staging_root, std::io::Error::other(other.to_string())),
     })?;
     let work = &staging.path;
-    layer::unpack(reader, &layer::Expected::default(), work, options)
+    let unpacked = layer::unpack(reader, &layer::Expected::default(), work, options)
         .map_err(|source| ImportError::Unpack { name: name.clone(), source })?;
     let invalid = |why: &str| ImportError::Invalid {
         name: name.clone(),
@@ -167,6 +170,7 @@ pub fn import(
     if let Some(signature) = signature {
         write_beside_archive(work, SIGNATURE_FILE, &signature)?;
     }
+    write_beside_archive(work, SIZE_FILE, unpacked.uncompressed_size.to_string().as_bytes())?;
     let images = store_dir.join(APPC_IMAGES_DIR);
     std::fs::create_dir_all(&images).context("create", &images)?;
     match durable::commit_dir(work, &images, id.as_str())? {

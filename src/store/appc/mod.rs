@@ -9,7 +9,9 @@ mod spec;
 
 pub use self::discovery::{Discovery, DiscoveryError, DEFAULT_PREFIX};
 pub use self::images::{AppcImage, AppcStore, AppcStoreError, InvalidEntry, StoredAci};
-pub use self::import::{import, AciSource, ImportError, APPC_IMAGES_DIR, MANIFEST_FILE, ROOTFS_DIR, SIGNATURE_FILE};
+pub use self::import::{
+    import, AciSource, ImportError, APPC_IMAGES_DIR, MANIFEST_FILE, ROOTFS_DIR, SIGNATURE_FILE, SIZE_FILE,
+};
 pub use self::spec::{
     dependency_order, host_labels, pick, AppcError, Candidate, Dependency, ImageManifest, Label, MAX_MANIFEST_BYTES,
 };
