@@ -300,6 +300,14 @@ fn appc_images_through_the_api() {
     assert_eq!(status, 200, "{provisioned}");
     assert_eq!(std::fs::read(PathBuf::from(provisioned["rootfs"].as_str().unwrap()).join("hello")).unwrap(), b"appc");
     assert_eq!(provisioned["config"]["config"]["Entrypoint"][0], "/bin/app");
+    // the daemon lists appc images as the CLI does, with their size
+    let (_, list) = http(&socket, "GET", "/v1/images", None);
+    let listed = list.as_array().unwrap().iter().find(|i| i["digest"] == pulled["digest"]).cloned();
+    let listed = listed.unwrap_or_else(|| panic!("the appc image is not listed: {list}"));
+    assert!(listed["reference"].as_str().unwrap().starts_with("appc:example.com/app"), "{listed}");
+    assert!(listed["size"].as_u64().unwrap() > 0, "{listed}");
+    let out = common::strata_ok(&root, &["--socket", socket.to_str().unwrap(), "images"]);
+    assert!(out.contains("appc:example.com/app"), "{out}");
     let body = json!({"image": "appc:example.com/missing", "pull": "never"}).to_string();
     let (status, answer) = http(&socket, "POST", "/v1/images", Some(&body));
     assert_eq!(status, 404, "{answer}");

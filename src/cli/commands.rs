@@ -26,7 +26,7 @@ pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()
         return ctx.emit(&summary, || print_line(&image.digest));
     }
     let image = store.pull(&image_ref, args.pull).with_context(|| format!("failed to pull {image_ref}"))?;
-    ctx.emit(&output::ImageSummary::new(&image), || print_line(&image.record.manifest_digest.to_string()))
+    ctx.emit(&strata::store::ImageSummary::of_image(&image), || print_line(&image.record.manifest_digest.to_string()))
 }
 
 pub(crate) fn images(ctx: &Context) -> Result<()> {
@@ -37,7 +37,7 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
             continue;
         };
         match store.get(&image_ref) {
-            Ok(Some(image)) => summaries.push(output::ImageSummary::new(&image)),
+            Ok(Some(image)) => summaries.push(strata::store::ImageSummary::of_image(&image)),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(image = %record.reference, error = %e, "skipping unreadable image")
@@ -45,7 +45,7 @@ pub(crate) fn images(ctx: &Context) -> Result<()> {
         }
     }
     let (appc_images, _) = store.appc().scan()?;
-    summaries.extend(appc_images.iter().map(output::ImageSummary::appc));
+    summaries.extend(appc_images.iter().map(strata::store::ImageSummary::of_appc));
     ctx.emit(&summaries, || output::print_images_table(&summaries))
 }
 

@@ -7,56 +7,8 @@ use std::io::Write;
 use anyhow::Result;
 use serde::Serialize;
 use strata::image::RuntimeConfig;
-use strata::reference::AppcRef;
-use strata::store::appc::{AppcImage, StoredAci};
-use strata::store::Image;
-
-/// A line of `strata images`, and `pull --json` (also what the daemon answers).
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub(crate) struct ImageSummary {
-    reference: String,
-    digest: String,
-    config_digest: String,
-    platform: String,
-    layers: usize,
-    size: u64,
-    pulled_at: u64,
-    last_used: u64,
-}
-
-impl ImageSummary {
-    pub(crate) fn new(image: &Image) -> Self {
-        Self {
-            reference: image.record.reference.clone(),
-            digest: image.record.manifest_digest.to_string(),
-            config_digest: image.config_digest.to_string(),
-            platform: platform(image),
-            layers: image.layers.len(),
-            size: image.layers.iter().map(|l| l.record.size).sum(),
-            pulled_at: image.record.pulled_at,
-            last_used: image.record.last_used,
-        }
-    }
-}
-
-impl ImageSummary {
-    /// An appc image as a line of `strata images`: its name and labels as an `appc:`
-    /// reference, its id as the digest, its own rootfs as the one layer.
-    pub(crate) fn appc(image: &StoredAci) -> Self {
-        let m = &image.manifest;
-        let label = |k: &str| m.labels.get(k).cloned().unwrap_or_else(|| "-".into());
-        Self {
-            reference: AppcRef::Name { name: m.name.clone(), labels: m.labels.clone() }.to_string(),
-            digest: image.id.to_string(),
-            config_digest: String::new(),
-            platform: format!("{}/{}", label("os"), label("arch")),
-            layers: 1 + m.dependencies.len(),
-            size: image.size.unwrap_or_default(),
-            pulled_at: image.imported_at,
-            last_used: image.imported_at,
-        }
-    }
-}
+use strata::store::appc::AppcImage;
+use strata::store::{Image, ImageSummary};
 
 /// `strata inspect` of an appc image.
 #[derive(Debug, Serialize)]
@@ -157,7 +109,7 @@ impl ImageDetails {
             digest: image.record.manifest_digest.to_string(),
             index_digest: image.record.index_digest.as_ref().map(ToString::to_string),
             config_digest: image.config_digest.to_string(),
-            platform: platform(image),
+            platform: image.platform().to_string(),
             created: image.config.created.clone(),
             layers: image
                 .layers
@@ -176,14 +128,6 @@ impl ImageDetails {
             workdir: working_dir,
             user,
         }
-    }
-}
-
-fn platform(image: &Image) -> String {
-    let c = &image.config;
-    match &c.variant {
-        Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
-        None => format!("{}/{}", c.os, c.architecture),
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> 
             if ctx.json {
                 return print_json(&answer);
             }
-            let list: Vec<output::ImageSummary> = serde_json::from_value(answer)?;
+            let list: Vec<strata::store::ImageSummary> = serde_json::from_value(answer)?;
             output::print_images_table(&list)
         }
         Command::Inspect { reference } => {

@@ -32,7 +32,7 @@ use crate::provisioner::{ContainerId, ContainerPath, Destroyed, ProvisionError, 
 use crate::reference::ImageRef;
 use crate::registry::{Credentials, RegistryError};
 use crate::store::appc::{AppcStoreError, DiscoveryError, ImportError};
-use crate::store::{CallOptions, PullPolicy, StoreError};
+use crate::store::{CallOptions, ImageSummary, PullPolicy, StoreError};
 
 /// Automatic GC: when the store's layers pass `max_store_bytes`, collect down to
 /// `keep_bytes`, checking every `interval`.
@@ -219,16 +219,7 @@ async fn pull_once(
 }
 
 fn image_summary(image: &crate::store::Image) -> Value {
-    json!({
-        "reference": image.record.reference,
-        "digest": image.record.manifest_digest.to_string(),
-        "config_digest": image.config_digest.to_string(),
-        "platform": format!("{}/{}", image.config.os, image.config.architecture),
-        "layers": image.layers.len(),
-        "size": image.layers.iter().map(|l| l.record.size).sum::<u64>(),
-        "pulled_at": image.record.pulled_at,
-        "last_used": image.record.last_used,
-    })
+    serde_json::to_value(ImageSummary::of_image(image)).unwrap_or(Value::Null)
 }
 
 /// A caller's registry credentials: a user and password, or an identity token.
@@ -295,6 +286,8 @@ async fn images(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
                 }
             }
         }
+        let (appc_images, _) = store.appc().scan().map_err(StoreError::from)?;
+        out.extend(appc_images.iter().map(|i| serde_json::to_value(ImageSummary::of_appc(i)).unwrap_or(Value::Null)));
         Ok(Json(Value::Array(out)))
     })
     .await

@@ -18,8 +18,10 @@
 pub mod appc;
 mod flush;
 mod sources;
+mod summary;
 
 pub use self::flush::WriteStamp;
+pub use self::summary::ImageSummary;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -285,6 +287,13 @@ pub struct Image {
     pub config_digest: Digest,
     /// Layers, base first, with their directories.
     pub layers: Vec<StoredLayer>,
+}
+
+impl Image {
+    /// The platform its config names (`os/arch[/variant]` when shown).
+    pub fn platform(&self) -> Platform {
+        platform_of(&self.config)
+    }
 }
 
 /// An image of either kind (OCI/Docker or appc) as a backend takes it: the layer
