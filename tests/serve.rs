@@ -122,6 +122,11 @@ fn api_over_the_socket() {
     assert_eq!(provisioned["config"]["config"]["Entrypoint"][0], "/bin/sh");
     let (_, list) = http(&socket, "GET", "/v1/containers", None);
     assert_eq!(list[0]["container"], "c1");
+    let (status, details) = http(&socket, "GET", &format!("/v1/images/inspect?image={reference}"), None);
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["digest"], pulled["digest"]);
+    assert_eq!(details["layers"].as_array().unwrap().len(), 2, "{details}");
+    assert_eq!(details["entrypoint"][0], "/bin/sh", "{details}");
 
     // the CLI goes through the daemon with --socket, and refuses to write the root beside it
     let sock = socket.to_str().unwrap();
@@ -308,6 +313,15 @@ fn appc_images_through_the_api() {
     assert!(listed["size"].as_u64().unwrap() > 0, "{listed}");
     let out = common::strata_ok(&root, &["--socket", socket.to_str().unwrap(), "images"]);
     assert!(out.contains("appc:example.com/app"), "{out}");
+    // inspect answers what `strata inspect --json` prints, for appc images too
+    let query = format!("/v1/images/inspect?image={}", listed["reference"].as_str().unwrap().replace('&', "%26"));
+    let (status, details) = http(&socket, "GET", &query, None);
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["id"], pulled["digest"], "{details}");
+    assert_eq!(details["entrypoint"][0], "/bin/app", "{details}");
+    assert_eq!(details["name"], "example.com/app");
+    let out = common::strata_ok(&root, &["--socket", socket.to_str().unwrap(), "inspect", "appc:example.com/app:1.0"]);
+    assert!(out.contains("Chain (base first):") && out.contains("example.com/app"), "{out}");
     let body = json!({"image": "appc:example.com/missing", "pull": "never"}).to_string();
     let (status, answer) = http(&socket, "POST", "/v1/images", Some(&body));
     assert_eq!(status, 404, "{answer}");

@@ -57,7 +57,7 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
             .appc()
             .resolve(&image_ref, PullPolicy::Never)
             .with_context(|| format!("cannot inspect {image_ref}"))?;
-        let details = output::AppcDetails::new(&image);
+        let details = strata::store::AppcDetails::of_appc(&image);
         return ctx.emit(&details, || output::print_appc_details(&details));
     }
     // What is stored, whatever platform it is for.
@@ -65,7 +65,7 @@ pub(crate) fn inspect(ctx: &Context, reference: &str) -> Result<()> {
         .get(&image_ref)
         .and_then(|found| found.ok_or_else(|| strata::store::StoreError::NotFound(image_ref.cache_key())))
         .with_context(|| format!("cannot inspect {image_ref}"))?;
-    let details = output::ImageDetails::new(&image);
+    let details = strata::store::ImageDetails::of_image(&image);
     ctx.emit(&details, || output::print_details(&details))
 }
 

@@ -6,48 +6,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use serde::Serialize;
-use strata::image::RuntimeConfig;
-use strata::store::appc::AppcImage;
-use strata::store::{Image, ImageSummary};
-
-/// `strata inspect` of an appc image.
-#[derive(Debug, Serialize)]
-pub(crate) struct AppcDetails {
-    reference: String,
-    id: String,
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    /// Dependencies first, the image last.
-    chain: Vec<String>,
-    dependencies: Vec<String>,
-    path_whitelist: Vec<String>,
-    signed: bool,
-    entrypoint: Vec<String>,
-    env: Vec<String>,
-    workdir: String,
-    user: String,
-}
-
-impl AppcDetails {
-    pub(crate) fn new(image: &AppcImage) -> Self {
-        let m = &image.image.manifest;
-        let RuntimeConfig { entrypoint, env, working_dir, user, .. } = m.runtime_config().config;
-        Self {
-            reference: image.reference.clone(),
-            id: image.image.id.to_string(),
-            name: m.name.clone(),
-            labels: m.labels.clone(),
-            chain: image.chain.iter().map(ToString::to_string).collect(),
-            dependencies: m.dependencies.iter().map(|d| d.image_name.clone()).collect(),
-            path_whitelist: m.path_whitelist.clone(),
-            signed: image.image.dir.join(strata::store::appc::SIGNATURE_FILE).is_file(),
-            entrypoint,
-            env,
-            workdir: working_dir,
-            user,
-        }
-    }
-}
+use strata::store::{AppcDetails, ImageDetails, ImageSummary};
 
 pub(crate) fn print_appc_details(d: &AppcDetails) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -71,64 +30,6 @@ pub(crate) fn print_appc_details(d: &AppcDetails) -> Result<()> {
         writeln!(out, "  {id}")?;
     }
     Ok(())
-}
-
-/// `strata inspect`.
-#[derive(Debug, Serialize)]
-pub(crate) struct ImageDetails {
-    reference: String,
-    digest: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index_digest: Option<String>,
-    config_digest: String,
-    platform: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created: Option<String>,
-    layers: Vec<LayerDetails>,
-    entrypoint: Vec<String>,
-    cmd: Vec<String>,
-    env: Vec<String>,
-    workdir: String,
-    user: String,
-}
-
-#[derive(Debug, Serialize)]
-struct LayerDetails {
-    digest: String,
-    diff_id: String,
-    size: u64,
-    uncompressed_size: u64,
-    compression: String,
-}
-
-impl ImageDetails {
-    pub(crate) fn new(image: &Image) -> Self {
-        let RuntimeConfig { entrypoint, cmd, env, working_dir, user, .. } = image.config.config.clone();
-        Self {
-            reference: image.record.reference.clone(),
-            digest: image.record.manifest_digest.to_string(),
-            index_digest: image.record.index_digest.as_ref().map(ToString::to_string),
-            config_digest: image.config_digest.to_string(),
-            platform: image.platform().to_string(),
-            created: image.config.created.clone(),
-            layers: image
-                .layers
-                .iter()
-                .map(|l| LayerDetails {
-                    digest: l.record.digest.to_string(),
-                    diff_id: l.record.diff_id.to_string(),
-                    size: l.record.size,
-                    uncompressed_size: l.record.uncompressed_size,
-                    compression: format!("{:?}", l.record.compression).to_lowercase(),
-                })
-                .collect(),
-            entrypoint,
-            cmd,
-            env,
-            workdir: working_dir,
-            user,
-        }
-    }
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {

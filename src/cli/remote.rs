@@ -31,7 +31,15 @@ pub(crate) fn run(ctx: &Context, socket: &Path, command: Command) -> Result<()> 
             output::print_images_table(&list)
         }
         Command::Inspect { reference } => {
-            print_json(&call(socket, "GET", &format!("/v1/images/inspect?image={}", encode(&reference)), None)?)
+            let answer = call(socket, "GET", &format!("/v1/images/inspect?image={}", encode(&reference)), None)?;
+            if ctx.json {
+                return print_json(&answer);
+            }
+            if strata::reference::ImageRef::parse(&reference).is_ok_and(|r| r.is_appc()) {
+                output::print_appc_details(&serde_json::from_value(answer)?)
+            } else {
+                output::print_details(&serde_json::from_value(answer)?)
+            }
         }
         Command::Rmi { reference } => {
             let answer = call(socket, "DELETE", &format!("/v1/images?image={}", encode(&reference)), None)?;

@@ -32,7 +32,7 @@ use crate::provisioner::{ContainerId, ContainerPath, Destroyed, ProvisionError, 
 use crate::reference::ImageRef;
 use crate::registry::{Credentials, RegistryError};
 use crate::store::appc::{AppcStoreError, DiscoveryError, ImportError};
-use crate::store::{CallOptions, ImageSummary, PullPolicy, StoreError};
+use crate::store::{AppcDetails, CallOptions, ImageDetails, ImageSummary, PullPolicy, StoreError};
 
 /// Automatic GC: when the store's layers pass `max_store_bytes`, collect down to
 /// `keep_bytes`, checking every `interval`.
@@ -298,19 +298,20 @@ struct ImageQuery {
     image: String,
 }
 
+/// What `strata inspect --json` prints, for either image kind.
 async fn inspect(State(state): State<Shared>, Query(q): Query<ImageQuery>) -> Result<Json<Value>, ApiError> {
     let image = parse_ref(&q.image)?;
     let provisioner = Arc::clone(&state.provisioner);
     blocking(move || {
-        let img = provisioner.store().get(&image)?.ok_or_else(|| StoreError::NotFound(image.cache_key()))?;
-        let mut v = image_summary(&img);
-        v["config"] = serde_json::to_value(&img.config).unwrap_or(Value::Null);
-        v["layer_details"] = json!(img
-            .layers
-            .iter()
-            .map(|l| json!({"digest": l.record.digest.to_string(), "diff_id": l.record.diff_id.to_string(), "size": l.record.size}))
-            .collect::<Vec<_>>());
-        Ok(Json(v))
+        let store = provisioner.store();
+        let details = if image.is_appc() {
+            let found = store.appc().resolve(&image, PullPolicy::Never).map_err(StoreError::from)?;
+            serde_json::to_value(AppcDetails::of_appc(&found))
+        } else {
+            let found = store.get(&image)?.ok_or_else(|| StoreError::NotFound(image.cache_key()))?;
+            serde_json::to_value(ImageDetails::of_image(&found))
+        };
+        details.map(Json).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
 }

@@ -16,12 +16,12 @@
 //! fetches them again (Mesos' missing-layer self-heal).
 
 pub mod appc;
+mod describe;
 mod flush;
 mod sources;
-mod summary;
 
+pub use self::describe::{AppcDetails, ImageDetails, ImageSummary, LayerDetails};
 pub use self::flush::WriteStamp;
-pub use self::summary::ImageSummary;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
