@@ -14,6 +14,7 @@
 //!
 //! [unpack]
 //! allow_devices = false             # create device nodes from layers (root only)
+//! max_zstd_window_log = 27           # largest zstd window, 2^N bytes (31 for zstd --long=31 layers)
 //!
 //! [serve]
 //! socket = "/run/strata/strata.sock" # default; --socket overrides
@@ -115,6 +116,8 @@ pub struct Limits {
 pub struct Unpack {
     /// Create block/char device nodes found in layers (as root only). Default: false.
     pub allow_devices: Option<bool>,
+    /// Largest zstd window accepted, 2^N bytes (10 to 31). Default: 27 (128 MiB).
+    pub max_zstd_window_log: Option<u32>,
 }
 
 /// The configuration file could not be used.
@@ -130,7 +133,19 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), why: e.to_string() })
+        toml::from_str(&text).map_err(|e| ConfigError { path: path.to_owned(), why: one_line_toml_error(&text, &e) })
+    }
+}
+
+/// The parser's complaint with its line number, on one line (its own display draws a
+/// caret under the source over several lines).
+fn one_line_toml_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let line = text.get(..span.start).map_or(1, |before| before.matches('\n').count() + 1);
+            format!("line {line}: {}", error.message().trim())
+        }
+        None => error.message().trim().to_owned(),
     }
 }
 
@@ -141,11 +156,17 @@ mod tests {
     #[test]
     fn parses_every_key_and_refuses_unknown() {
         let c: Config = toml::from_str(
-            "root='/r'\nplatform='linux/arm64'\nlocal_images_dir='/i'\nparallel_layers=3\n[limits]\nmax_layer_bytes=10\n[unpack]\nallow_devices=true\n[registries.'r:5000']\ninsecure=true\nmirrors=['m:1']\n",
+            "root='/r'\nplatform='linux/arm64'\nlocal_images_dir='/i'\nparallel_layers=3\n[limits]\nmax_layer_bytes=10\n[unpack]\nallow_devices=true\nmax_zstd_window_log=31\n[registries.'r:5000']\ninsecure=true\nmirrors=['m:1']\n",
         )
         .unwrap();
         assert_eq!(c.limits.max_layer_bytes, Some(10));
         assert_eq!(c.unpack.allow_devices, Some(true));
+        assert_eq!(c.unpack.max_zstd_window_log, Some(31));
         assert!(toml::from_str::<Config>("bogus=1").is_err());
+        let text = "root = '/r'\n[unpack]\nbogus = 1\n";
+        let e = toml::from_str::<Config>(text).unwrap_err();
+        let why = one_line_toml_error(text, &e);
+        assert!(why.starts_with("line 3: unknown field `bogus`"), "{why}");
+        assert!(!why.contains('\n'), "{why}");
     }
 }

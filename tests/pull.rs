@@ -331,6 +331,25 @@ fn files_that_are_no_archives_and_hostile_names_give_one_safe_line() {
 }
 
 #[test]
+fn zstd_layers_with_long_windows_need_the_cap_raised() {
+    let e = env();
+    let layer = tar(&[Entry::file("long", b"window")]);
+    let mut layout = Layout::new(&e.work.join("long"));
+    layout.add_image("v1", &[(layer.clone(), Comp::ZstdLong)]);
+    let reference = format!("oci:{}:v1", layout.dir.display());
+    let o = strata(&e.root, &["pull", &reference]);
+    assert!(!o.status.success(), "a 2 GiB window is over the default cap");
+    let err = common::stderr(&o);
+    assert!(err.contains("128 MiB cap") && err.contains("max_zstd_window_log"), "{err}");
+    assert!(staging_is_empty(&e.root));
+    assert_eq!(strata_ok(&e.root, &["images", "--json"]).trim(), "[]");
+    let config = e.work.join("long.toml");
+    std::fs::write(&config, "[unpack]\nmax_zstd_window_log = 31\n").unwrap();
+    strata_ok(&e.root, &["--config", config.to_str().unwrap(), "pull", &reference]);
+    assert!(layer_rootfs(&e.root, &layer).join("long").exists());
+}
+
+#[test]
 fn recover_clears_abandoned_staging() {
     let e = env();
     strata_ok(&e.root, &["images"]);

@@ -275,6 +275,12 @@ impl Context {
         if let Some(d) = self.config.unpack.allow_devices {
             options.unpack.allow_devices = d;
         }
+        if let Some(log) = self.config.unpack.max_zstd_window_log {
+            if !(10..=31).contains(&log) {
+                anyhow::bail!("config file: unpack.max_zstd_window_log must be 10 to 31, not {log}");
+            }
+            options.unpack = options.unpack.with_max_zstd_window_log(log);
+        }
         options.registry = self.registry_options(args)?;
         options.progress = progress::for_terminal();
         if let Some(args) = args {

@@ -1,4 +1,4 @@
-//! Decompression of a layer stream: gzip (all members), zstd (long windows), or none,
+//! Decompression of a layer stream: gzip (all members), zstd (window capped), or none,
 //! chosen by the declared media type and checked against the stream's magic bytes.
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -7,8 +7,6 @@ use crate::image::media_type::Compression;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
-/// zstd's largest window (`--long=31`); the default decoder refuses such frames.
-const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 
 /// Identifies the compression of a stream from its first bytes.
 pub(crate) fn sniff(head: &[u8]) -> Compression {
@@ -27,16 +25,18 @@ pub(crate) fn sniff(head: &[u8]) -> Compression {
 pub(crate) enum Decoder<R: Read> {
     Plain(BufReader<R>),
     Gzip(flate2::bufread::MultiGzDecoder<BufReader<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>, u32),
 }
 
 impl<R: Read> Decoder<R> {
     /// Peeks at the stream and builds the decoder. `declared` is what the media type
     /// says (`None`: trust the magic bytes, as for `docker save` archives). Returns the
     /// compression actually found.
+    /// `max_zstd_window_log` caps the window a zstd frame may ask for.
     pub(crate) fn new(
         inner: R,
         declared: Option<Compression>,
+        max_zstd_window_log: u32,
     ) -> Result<(Self, Compression), (Compression, Compression)> {
         let mut buf = BufReader::with_capacity(256 * 1024, inner);
         let found = match buf.fill_buf() {
@@ -55,8 +55,8 @@ impl<R: Read> Decoder<R> {
             Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buf)),
             Compression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(buf).map_err(|_| (compression, found))?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|_| (compression, found))?;
-                Self::Zstd(d)
+                d.window_log_max(max_zstd_window_log).map_err(|_| (compression, found))?;
+                Self::Zstd(d, max_zstd_window_log)
             }
         };
         Ok((decoder, compression))
@@ -67,7 +67,7 @@ impl<R: Read> Decoder<R> {
         match self {
             Self::Plain(b) => b,
             Self::Gzip(d) => d.into_inner(),
-            Self::Zstd(d) => d.finish(),
+            Self::Zstd(d, _) => d.finish(),
         }
     }
 }
@@ -77,7 +77,18 @@ impl<R: Read> Read for Decoder<R> {
         match self {
             Self::Plain(r) => r.read(buf),
             Self::Gzip(r) => r.read(buf),
-            Self::Zstd(r) => r.read(buf),
+            Self::Zstd(r, max_log) => r.read(buf).map_err(|e| {
+                // libzstd's words for a frame over the window cap.
+                if e.to_string().contains("too much memory") {
+                    io::Error::other(format!(
+                        "the zstd frame needs a window over the {} MiB cap (a layer compressed with \
+                         zstd --long?); raise [unpack] max_zstd_window_log (up to 31) to accept it",
+                        (1u64 << *max_log) >> 20
+                    ))
+                } else {
+                    e
+                }
+            }),
         }
     }
 }
@@ -98,7 +109,7 @@ mod tests {
     fn multi_member_gzip_is_read_whole() {
         let mut two = gzip(b"first\n");
         two.extend(gzip(b"second\n"));
-        let (mut d, c) = Decoder::new(&two[..], Some(Compression::Gzip)).unwrap();
+        let (mut d, c) = Decoder::new(&two[..], Some(Compression::Gzip), 27).unwrap();
         assert_eq!(c, Compression::Gzip);
         let mut out = String::new();
         d.read_to_string(&mut out).unwrap();
@@ -106,14 +117,18 @@ mod tests {
     }
 
     #[test]
-    fn zstd_long_window() {
+    fn zstd_long_windows_need_the_cap_raised() {
         let data = vec![7u8; 1 << 20];
         let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         enc.long_distance_matching(true).unwrap();
         enc.window_log(31).unwrap();
         enc.write_all(&data).unwrap();
         let z = enc.finish().unwrap();
-        let (mut d, _) = Decoder::new(&z[..], Some(Compression::Zstd)).unwrap();
+        let (mut d, _) =
+            Decoder::new(&z[..], Some(Compression::Zstd), crate::layer::DEFAULT_MAX_ZSTD_WINDOW_LOG).unwrap();
+        let err = d.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("128 MiB cap") && err.contains("max_zstd_window_log"), "{err}");
+        let (mut d, _) = Decoder::new(&z[..], Some(Compression::Zstd), 31).unwrap();
         let mut out = Vec::new();
         d.read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
@@ -122,9 +137,9 @@ mod tests {
     #[test]
     fn declared_type_must_match_magic() {
         let z = zstd::encode_all(&b"x"[..], 1).unwrap();
-        assert!(Decoder::new(&z[..], Some(Compression::Gzip)).is_err());
-        assert!(Decoder::new(&gzip(b"x")[..], Some(Compression::Zstd)).is_err());
-        assert!(Decoder::new(&gzip(b"x")[..], Some(Compression::None)).is_err());
-        assert!(Decoder::new(&b"plain tar"[..], Some(Compression::Gzip)).is_ok());
+        assert!(Decoder::new(&z[..], Some(Compression::Gzip), 27).is_err());
+        assert!(Decoder::new(&gzip(b"x")[..], Some(Compression::Zstd), 27).is_err());
+        assert!(Decoder::new(&gzip(b"x")[..], Some(Compression::None), 27).is_err());
+        assert!(Decoder::new(&b"plain tar"[..], Some(Compression::Gzip), 27).is_ok());
     }
 }

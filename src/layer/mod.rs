@@ -26,6 +26,12 @@ use crate::image::media_type::Compression;
 /// Default cap on the uncompressed bytes of one layer.
 pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
+/// Default cap on a zstd frame's window, as a power of two: 27 (128 MiB), zstd's own
+/// default. The decoder holds a window-sized buffer, so a frame that declares a 2 GiB
+/// window (`--long=31`) costs up to 2 GiB of memory per layer, from a few bytes of
+/// hostile input; such layers need the cap raised on purpose.
+pub const DEFAULT_MAX_ZSTD_WINDOW_LOG: u32 = 27;
+
 /// How to unpack.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -36,11 +42,19 @@ pub struct UnpackOptions {
     /// Create block and character device nodes (only as root). Off by default:
     /// container runtimes provide `/dev`, and a device node in an image is a way in.
     pub allow_devices: bool,
+    /// Largest zstd window accepted, as a power of two (10 to 31). Default
+    /// [`DEFAULT_MAX_ZSTD_WINDOW_LOG`] (128 MiB); 31 accepts `zstd --long=31` layers
+    /// at up to 2 GiB of memory each.
+    pub max_zstd_window_log: u32,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self { max_layer_bytes: DEFAULT_MAX_LAYER_BYTES, allow_devices: false }
+        Self {
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            allow_devices: false,
+            max_zstd_window_log: DEFAULT_MAX_ZSTD_WINDOW_LOG,
+        }
     }
 }
 
@@ -56,6 +70,13 @@ impl UnpackOptions {
     #[must_use]
     pub fn with_devices(mut self, allow: bool) -> Self {
         self.allow_devices = allow;
+        self
+    }
+
+    /// Sets the largest zstd window accepted (a power of two, clamped to 10..=31).
+    #[must_use]
+    pub fn with_max_zstd_window_log(mut self, log: u32) -> Self {
+        self.max_zstd_window_log = log.clamp(10, 31);
         self
     }
 }
@@ -129,8 +150,9 @@ fn unpack_stream(
     let size_limit = expected.size.unwrap_or(u64::MAX);
     let map_io = |op: &'static str| move |e: io::Error| UnpackError::io(op, e);
     let compressed = HashingReader::new(blob, size_limit);
-    let (decoder, compression) = decompress::Decoder::new(compressed, expected.compression)
-        .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
+    let (decoder, compression) =
+        decompress::Decoder::new(compressed, expected.compression, options.max_zstd_window_log)
+            .map_err(|(declared, found)| UnpackError::new(UnpackErrorKind::CompressionMismatch { declared, found }))?;
     let privileges = entry::Privileges { root: crate::sys::is_root(), devices: options.allow_devices };
     let mut applier = entry::Applier::new(dest, privileges).map_err(|e| UnpackError::io("open destination", e))?;
 

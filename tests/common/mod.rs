@@ -255,6 +255,8 @@ pub enum Comp {
     None,
     Gzip,
     Zstd,
+    /// zstd with a 2 GiB window, as `zstd --long=31` writes it.
+    ZstdLong,
 }
 
 pub fn compress(data: &[u8], comp: Comp) -> Vec<u8> {
@@ -266,6 +268,13 @@ pub fn compress(data: &[u8], comp: Comp) -> Vec<u8> {
             e.finish().unwrap()
         }
         Comp::Zstd => zstd::encode_all(data, 3).unwrap(),
+        Comp::ZstdLong => {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.long_distance_matching(true).unwrap();
+            e.window_log(31).unwrap();
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
     }
 }
 
@@ -273,7 +282,7 @@ fn layer_media_type(comp: Comp) -> &'static str {
     match comp {
         Comp::None => "application/vnd.oci.image.layer.v1.tar",
         Comp::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Comp::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Comp::Zstd | Comp::ZstdLong => "application/vnd.oci.image.layer.v1.tar+zstd",
     }
 }
 
