@@ -9,6 +9,7 @@
 //! private staging directory and commits it only on success (see `store`), so a
 //! failed or hostile layer leaves nothing behind. Unpacking is blocking work.
 
+mod budget;
 mod decompress;
 mod entry;
 mod error;
@@ -160,15 +161,22 @@ fn unpack_stream(
         // Reading, the blob hash and inflating on one core; the diff_id hash, tar
         // parsing and file creation on the other: the two halves cost about the same.
         let (chunks, producer) = readahead::spawn(scope, decoder);
-        let mut archive = tar::Archive::new(HashingReader::new(chunks, options.max_layer_bytes));
+        let budget = budget::Budget::default();
+        let tar_stream = budget::Metered::new(HashingReader::new(chunks, options.max_layer_bytes), budget.clone());
+        let mut archive = tar::Archive::new(tar_stream);
         let applied = (|| {
-            for item in archive.entries().map_err(map_io("read tar"))? {
+            let mut entries = archive.entries().map_err(map_io("read tar"))?;
+            // Bounded while the parser finds an entry (it holds long names and PAX
+            // records in memory); each entry's data is drained here, so that phase
+            // reads metadata only.
+            while let Some(item) = budget.bounded(budget::MAX_ENTRY_METADATA, || entries.next()) {
                 let mut item = item.map_err(map_io("read tar"))?;
                 applier.apply(&mut item)?;
+                io::copy(&mut item, &mut io::sink()).map_err(map_io("read tar"))?;
             }
             applier.finish()?;
             // The diff_id covers the whole tar stream, past the end-of-archive blocks.
-            let mut uncompressed = archive.into_inner();
+            let mut uncompressed = archive.into_inner().into_inner();
             uncompressed.drain().map_err(map_io("read layer"))?;
             Ok::<_, UnpackError>((applier.stats, uncompressed.digest(), uncompressed.count()))
         })();
@@ -209,6 +217,45 @@ fn unpack_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GNU long-name record claiming `size` bytes, then a file: streamed, never
+    /// built in memory here either.
+    fn long_name_record(size: u64) -> impl Read + Send {
+        let mut long = tar::Header::new_gnu();
+        long.set_path("././@LongLink").unwrap();
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_size(size);
+        long.set_cksum();
+        let padding = (TAR_BLOCK as u64 - size % TAR_BLOCK as u64) % TAR_BLOCK as u64;
+        let mut file = tar::Header::new_gnu();
+        file.set_path("f").unwrap();
+        file.set_size(0);
+        file.set_mode(0o644);
+        file.set_mtime(0);
+        file.set_uid(0);
+        file.set_gid(0);
+        file.set_cksum();
+        io::Cursor::new(long.as_bytes().to_vec())
+            .chain(io::repeat(b'a').take(size - 1))
+            .chain(io::repeat(0).take(1 + padding))
+            .chain(io::Cursor::new(file.as_bytes().to_vec()))
+            .chain(io::repeat(0).take(2 * TAR_BLOCK as u64))
+    }
+
+    #[test]
+    fn a_huge_long_name_is_refused_before_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("d");
+        std::fs::create_dir(&dest).unwrap();
+        let err =
+            unpack(long_name_record(1 << 30), &Expected::default(), &dest, &UnpackOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("exceed 4 MiB"), "{err}");
+        // A long name of real length passes.
+        let dest = dir.path().join("ok");
+        std::fs::create_dir(&dest).unwrap();
+        unpack(long_name_record(201), &Expected::default(), &dest, &UnpackOptions::default()).unwrap();
+        assert!(dest.join("a".repeat(200)).is_file(), "the long name names the file");
+    }
 
     #[test]
     fn tar_headers_are_told_from_other_files() {
