@@ -331,6 +331,25 @@ fn files_that_are_no_archives_and_hostile_names_give_one_safe_line() {
 }
 
 #[test]
+fn a_docker_archive_with_a_gigabyte_long_name_is_refused_without_holding_it() {
+    let e = env();
+    let mut long = tar::Header::new_gnu();
+    long.set_path("././@LongLink").unwrap();
+    long.set_entry_type(tar::EntryType::GNULongName);
+    long.set_size(1 << 30);
+    long.set_cksum();
+    let path = e.work.join("huge-name.tar");
+    let file = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &file, long.as_bytes()).unwrap();
+    file.set_len(512 + (1 << 30) + 1024).unwrap(); // a sparse gigabyte of name
+    let o = strata(&e.root, &["pull", &format!("docker-archive:{}", path.display())]);
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(err.contains("exceed 4 MiB"), "{err}");
+    assert_eq!(strata_ok(&e.root, &["images", "--json"]).trim(), "[]");
+}
+
+#[test]
 fn zstd_layers_with_long_windows_need_the_cap_raised() {
     let e = env();
     let layer = tar(&[Entry::file("long", b"window")]);

@@ -8,7 +8,7 @@
 //! without parsing the tar framing a second time.
 
 use std::cell::Cell;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
 /// Most bytes read while the parser finds one entry: its headers, long names and PAX
@@ -58,6 +58,13 @@ impl<R: Read> Read for Metered<R> {
         let n = self.inner.read(&mut buf[..want])?;
         self.budget.0.set(Some(left - n as u64));
         Ok(n)
+    }
+}
+
+/// Seeking reads nothing: `entries_with_seek` skips entry data this way.
+impl<R: Seek> Seek for Metered<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
     }
 }
 

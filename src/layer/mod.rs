@@ -9,7 +9,7 @@
 //! private staging directory and commits it only on success (see `store`), so a
 //! failed or hostile layer leaves nothing behind. Unpacking is blocking work.
 
-mod budget;
+pub(crate) mod budget;
 mod decompress;
 mod entry;
 mod error;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{Documents, Plan, PlannedLayer, Source};
 use crate::digest::{read_bounded, Digest};
 use crate::image::{ImageConfig, MAX_DOCUMENT_BYTES};
+use crate::layer::budget::{Budget, Metered, MAX_ENTRY_METADATA};
 use crate::layer::Expected;
 use crate::reference::DockerRef;
 use crate::store::StoreError;
@@ -65,9 +66,13 @@ impl DockerArchive {
             return Err(self.invalid("not a tar archive (its first block is no tar header)"));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| self.invalid(e))?;
-        let mut archive = tar::Archive::new(file);
+        // The parser holds long names and PAX records in memory: bounded per entry,
+        // as in the unpacker (it seeks over the data, so only metadata is read).
+        let budget = Budget::default();
+        let mut archive = tar::Archive::new(Metered::new(file, budget.clone()));
         let mut members = HashMap::new();
-        for entry in archive.entries_with_seek().map_err(|e| self.invalid(format!("not a tar archive: {e}")))? {
+        let mut entries = archive.entries_with_seek().map_err(|e| self.invalid(format!("not a tar archive: {e}")))?;
+        while let Some(entry) = budget.bounded(MAX_ENTRY_METADATA, || entries.next()) {
             let entry = entry.map_err(|e| self.invalid(format!("malformed tar: {e}")))?;
             if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
                 continue;
