@@ -62,6 +62,11 @@ layers = {
 for name, entries in layers.items():
     write("layer_unpack", name + ".tar", tar(entries))
 write("layer_unpack", "pax.tar", tar(layers["symlink-dir-escape"], tarfile.PAX_FORMAT))
+# A GNU long name and a PAX record claiming far more than they hold, gzip'ed so that
+# mutations can make them real: the parser must not hold them whole.
+long_name = tar([("file", "d/" + "n" * 300, b"x")])
+write("layer_unpack", "longname.tar.gz", gzip.compress(long_name + b"\0" * 60000, mtime=0))
+write("layer_unpack", "pax-long.tar", tar([("file", "p" * 200, b"y")], tarfile.PAX_FORMAT))
 write("layer_unpack", "plain.tar.gz", gzip.compress(tar(layers["plain"]), mtime=0))
 write("layer_unpack", "dotdot.tar.gz", gzip.compress(tar(layers["dotdot"]), mtime=0))
 
