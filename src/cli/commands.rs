@@ -30,22 +30,7 @@ pub(crate) fn pull(ctx: &Context, reference: &str, args: &PullArgs) -> Result<()
 }
 
 pub(crate) fn images(ctx: &Context) -> Result<()> {
-    let store = ctx.store(None)?;
-    let mut summaries = Vec::new();
-    for record in store.images()? {
-        let Ok(image_ref) = ImageRef::parse(&record.reference) else {
-            continue;
-        };
-        match store.get(&image_ref) {
-            Ok(Some(image)) => summaries.push(strata::store::ImageSummary::of_image(&image)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(image = %record.reference, error = %e, "skipping unreadable image")
-            }
-        }
-    }
-    let (appc_images, _) = store.appc().scan()?;
-    summaries.extend(appc_images.iter().map(strata::store::ImageSummary::of_appc));
+    let summaries = ctx.store(None)?.summaries()?;
     ctx.emit(&summaries, || output::print_images_table(&summaries))
 }
 

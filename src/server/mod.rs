@@ -274,23 +274,9 @@ async fn pull(State(state): State<Shared>, body: Bytes) -> Result<Json<Value>, A
     Ok(Json(summary))
 }
 
-async fn images(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn images(State(state): State<Shared>) -> Result<Json<Vec<ImageSummary>>, ApiError> {
     let provisioner = Arc::clone(&state.provisioner);
-    blocking(move || {
-        let store = provisioner.store();
-        let mut out = Vec::new();
-        for record in store.images()? {
-            if let Ok(r) = ImageRef::parse(&record.reference) {
-                if let Ok(Some(img)) = store.get(&r) {
-                    out.push(image_summary(&img));
-                }
-            }
-        }
-        let (appc_images, _) = store.appc().scan().map_err(StoreError::from)?;
-        out.extend(appc_images.iter().map(|i| serde_json::to_value(ImageSummary::of_appc(i)).unwrap_or(Value::Null)));
-        Ok(Json(Value::Array(out)))
-    })
-    .await
+    blocking(move || Ok(Json(provisioner.store().summaries()?))).await
 }
 
 #[derive(Deserialize)]

@@ -518,6 +518,23 @@ impl Store {
         Ok(Lookup::Usable(Box::new(image)))
     }
 
+    /// Every stored image of both kinds as a listing shows it (`strata images`, the
+    /// daemon's `GET /v1/images`); a record that cannot be read is skipped with a warning.
+    pub fn summaries(&self) -> Result<Vec<ImageSummary>> {
+        let mut out = Vec::new();
+        for record in self.images()? {
+            let Ok(reference) = ImageRef::parse(&record.reference) else { continue };
+            match self.get(&reference) {
+                Ok(Some(image)) => out.push(ImageSummary::of_image(&image)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(image = %record.reference, error = %e, "skipping unreadable image"),
+            }
+        }
+        let (appc_images, _) = self.appc().scan()?;
+        out.extend(appc_images.iter().map(ImageSummary::of_appc));
+        Ok(out)
+    }
+
     /// The stored image for `reference`, if recorded (layers not checked).
     pub fn get(&self, reference: &ImageRef) -> Result<Option<Image>> {
         self.cached(&reference.cache_key())
